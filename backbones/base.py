@@ -1,0 +1,229 @@
+"""The backbone contract: declared feature levels, norm policies and stage freezing.
+
+A backbone declares ``feature_specs`` (one :class:`FeatureSpec` per emitted level, high
+resolution first) and ``forward(x)`` returns ``dict[str, Tensor]`` with exactly those keys.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torchvision.ops import FrozenBatchNorm2d
+
+NORM_POLICIES = ("bn", "frozen_bn", "eval_bn", "sync_bn")
+STAGES = ("stem", "c2", "c3", "c4", "c5")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One feature level: its name (``c1``..``c5``), channel count and real stride."""
+
+    name: str
+    channels: int
+    stride: int
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """How input pixels must be prepared for a set of weights.
+
+    ``x = (pixels / max_pixel_value - mean) / std`` with channels in ``channel_order``.
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    channel_order: str = "RGB"
+    max_pixel_value: float = 255.0
+
+    def adapted(self, in_channels: int) -> Normalization:
+        """The statistics for an input with ``in_channels`` channels (mean for 1, tiled else)."""
+        if in_channels == len(self.mean):
+            return self
+        if in_channels == 1:
+            mean, std = (sum(self.mean) / len(self.mean),), (sum(self.std) / len(self.std),)
+        else:
+            reps = math.ceil(in_channels / len(self.mean))
+            mean = (self.mean * reps)[:in_channels]
+            std = (self.std * reps)[:in_channels]
+        order = "GRAY" if in_channels == 1 else f"{in_channels}-channel"
+        return Normalization(mean, std, order, self.max_pixel_value)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """``images: (N, C, H, W)`` in ``[0, max_pixel_value]`` -> normalized float tensor."""
+        mean = images.new_tensor(self.mean).view(1, -1, 1, 1) * self.max_pixel_value
+        std = images.new_tensor(self.std).view(1, -1, 1, 1) * self.max_pixel_value
+        return (images - mean) / std
+
+    def describe(self) -> str:
+        fmt = ", ".join
+        return (
+            f"{self.channel_order} /{self.max_pixel_value:g} "
+            f"mean=({fmt(f'{m:.3f}' for m in self.mean)}) std=({fmt(f'{s:.3f}' for s in self.std)})"
+        )
+
+
+IMAGENET = Normalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+ARCFACE = Normalization((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+class Backbone(nn.Module):
+    """Base class of every registered backbone.
+
+    Subclasses build their modules, then call :meth:`_init_contract` with the family's full
+    list of specs, and implement :meth:`stage_modules` and :meth:`_forward_level`.
+
+    Attributes:
+        feature_specs: the emitted levels, high resolution first.
+        normalization: input statistics the current weights expect.
+        norm: the norm policy in force (one of ``NORM_POLICIES``).
+        frozen_stages: how many stages (stem, c2, ..) are frozen.
+    """
+
+    output_strides: tuple[int, ...] = (8, 16, 32)
+
+    def _init_contract(
+        self,
+        family_specs: Sequence[FeatureSpec],
+        out_levels: Sequence[str] | None,
+        normalization: Normalization,
+        default_levels: Sequence[str] = ("c2", "c3", "c4", "c5"),
+    ) -> None:
+        names = [s.name for s in family_specs]
+        levels = tuple(default_levels if out_levels is None else out_levels)
+        if isinstance(out_levels, str):
+            raise ValueError(f"out_levels must be a sequence of level names, got {out_levels!r}")
+        bad = [lv for lv in levels if lv not in names]
+        if not levels or bad or len(set(levels)) != len(levels):
+            raise ValueError(
+                f"out_levels={levels!r} is invalid for {type(self).__name__}: "
+                f"choose a non-empty subset of {names} without repeats"
+            )
+        self.family_specs = tuple(family_specs)
+        self.feature_specs = tuple(s for s in family_specs if s.name in levels)
+        self.out_levels = tuple(s.name for s in self.feature_specs)
+        self.normalization = normalization
+        self.norm = "bn"
+        self.frozen_stages = 0
+        # Stages after the last requested level are never run: drop them so that DDP sees no
+        # unused parameters and memory is not wasted. Their checkpoint keys are ignored on load.
+        last = names.index(self.out_levels[-1])
+        self.dropped_levels = tuple(names[last + 1 :])
+        for level in self.dropped_levels:
+            self._drop_level(level)
+
+    # -- contract -------------------------------------------------------------------------
+    @property
+    def size_divisibility(self) -> int:
+        """The input multiple the emitted levels need to align exactly (max emitted stride)."""
+        return max(s.stride for s in self.feature_specs)
+
+    @property
+    def out_channels(self) -> dict[str, int]:
+        return {s.name: s.channels for s in self.feature_specs}
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``x: (N, C, H, W)`` normalized -> ``{level: (N, channels, ceil(H/stride), ...)}``."""
+        out: dict[str, torch.Tensor] = {}
+        wanted = set(self.out_levels)
+        for spec in self.family_specs:
+            x = self._forward_level(spec.name, x)
+            if spec.name in wanted:
+                out[spec.name] = x
+                if len(out) == len(wanted):
+                    break
+        return out
+
+    def _forward_level(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _drop_level(self, name: str) -> None:
+        raise NotImplementedError
+
+    def stage_modules(self) -> list[list[nn.Module]]:
+        """Modules of each stage in order: stem, c2, c3, c4, c5 (dropped stages are empty)."""
+        raise NotImplementedError
+
+    def head_keys(self) -> tuple[str, ...]:
+        """Checkpoint key prefixes of the classifier that backbone loading drops."""
+        return ("fc.",)
+
+    def ignored_keys(self) -> tuple[str, ...]:
+        """Checkpoint key prefixes loading skips: the classifier and the dropped stages."""
+        return self.head_keys() + tuple(f"layer{int(lv[1]) - 1}." for lv in self.dropped_levels)
+
+    # -- norm policy and freezing ---------------------------------------------------------
+    def set_norm(self, policy: str) -> Backbone:
+        """Apply a norm policy: ``bn``, ``frozen_bn``, ``eval_bn`` or ``sync_bn``."""
+        if policy not in NORM_POLICIES:
+            raise ValueError(f"norm={policy!r} is not one of {NORM_POLICIES}")
+        if self.norm != "bn":
+            raise ValueError(f"norm policy already set to {self.norm!r}; create a new backbone")
+        if policy == "frozen_bn":
+            _replace_batchnorm(self, _to_frozen)
+        elif policy == "sync_bn":
+            _replace_batchnorm(self, _to_sync)
+        self.norm = policy
+        return self.train(self.training)
+
+    def freeze(self, frozen_stages: int) -> Backbone:
+        """Freeze the first ``frozen_stages`` stages (1 = stem, 2 = stem + c2, .., 5 = all).
+
+        Frozen parameters stop receiving gradients and frozen batch norms keep their running
+        statistics; :meth:`train` keeps them in eval mode.
+        """
+        if not isinstance(frozen_stages, int) or not 0 <= frozen_stages <= len(STAGES):
+            raise ValueError(
+                f"frozen_stages={frozen_stages!r} must be an int in 0..{len(STAGES)} "
+                "(0 = nothing, 1 = stem, 2 = stem + c2, .., 5 = all)"
+            )
+        self.frozen_stages = frozen_stages
+        for modules in self.stage_modules()[:frozen_stages]:
+            for module in modules:
+                for p in module.parameters():
+                    p.requires_grad_(False)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> Backbone:
+        super().train(mode)
+        if mode:
+            for modules in self.stage_modules()[: self.frozen_stages]:
+                for module in modules:
+                    module.eval()
+            if self.norm == "eval_bn":
+                for m in self.modules():
+                    if isinstance(m, _BatchNorm):
+                        m.eval()
+        return self
+
+    def extra_repr(self) -> str:
+        specs = ", ".join(f"{s.name}:{s.channels}/{s.stride}" for s in self.feature_specs)
+        return f"levels=[{specs}], norm={self.norm}, frozen_stages={self.frozen_stages}"
+
+
+def _to_frozen(bn: _BatchNorm) -> nn.Module:
+    frozen = FrozenBatchNorm2d(bn.num_features, eps=bn.eps)
+    with torch.no_grad():
+        if bn.affine:
+            frozen.weight.copy_(bn.weight)
+            frozen.bias.copy_(bn.bias)
+        if bn.track_running_stats:
+            frozen.running_mean.copy_(bn.running_mean)
+            frozen.running_var.copy_(bn.running_var)
+    return frozen.to(bn.weight.device if bn.affine else bn.running_mean.device)
+
+
+def _to_sync(bn: _BatchNorm) -> nn.Module:
+    return nn.SyncBatchNorm.convert_sync_batchnorm(bn)
+
+
+def _replace_batchnorm(module: nn.Module, convert) -> None:
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            setattr(module, name, convert(child))
+        else:
+            _replace_batchnorm(child, convert)

@@ -1,0 +1,66 @@
+"""Packaging for resvision.
+
+The repository root holds one folder per subpackage (``backbones/``, ``heads/``, ``tasks/``,
+``datasets/``, ``tools/``); each is installed under the single import namespace ``resvision``
+(``backbones/`` -> ``resvision.backbones``) through ``package_dir``. ``resvision`` itself is an
+implicit namespace package, so nothing else is installed at the top level: no ``datasets`` that
+would shadow Hugging Face's, no ``tools`` or ``tasks``.
+"""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+VERSION = "0.1.0"
+SUBPACKAGES = ("backbones", "heads", "tasks", "datasets", "tools")
+
+packages: list[str] = []
+package_dir: dict[str, str] = {}
+for folder in SUBPACKAGES:
+    package_dir[f"resvision.{folder}"] = folder
+    packages.append(f"resvision.{folder}")
+    packages += [f"resvision.{folder}.{sub}" for sub in find_packages(where=folder)]
+
+# Lower bounds are the oldest releases with the APIs used here; no upper caps.
+INSTALL_REQUIRES = [
+    "torch>=2.1",  # torch.compile, weights_only loading, bf16 autocast on CPU
+    "torchvision>=0.16",  # detection components, ops.FrozenBatchNorm2d, weights enums
+    "timm>=0.9.2",  # ResNet family with output_stride, pretrained tags "arch.tag"
+    "segmentation-models-pytorch>=0.3.3",
+    "pycocotools>=2.0.7",
+    "faster-coco-eval>=1.6.5",
+    "albumentations>=1.4",
+    "opencv-python-headless>=4.8",  # the cv2 build albumentations requires; never opencv-python
+    "numpy>=1.24",
+    "PyYAML>=6.0",
+    "tqdm>=4.64",
+    "matplotlib>=3.7",
+    "tensorboard>=2.14",
+    "safetensors>=0.4",
+    "Pillow>=9.5",
+]
+
+EXTRAS = {
+    "export": ["onnx>=1.15", "onnxruntime>=1.17", "onnxscript>=0.1"],
+    "face": ["faiss-cpu>=1.7.4"],
+    "demo": ["scikit-image>=0.21"],
+}
+EXTRAS["dev"] = sorted(
+    {"pytest>=7.4", "ruff>=0.5"} | set(EXTRAS["export"]) | set(EXTRAS["face"]) | set(EXTRAS["demo"])
+)
+
+setup(
+    name="resvision",
+    version=VERSION,
+    description="Downstream vision tasks (detection, segmentation, face embeddings) on residual networks",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=packages,
+    package_dir=package_dir,
+    include_package_data=True,
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["resvision = resvision.tools.cli:main"]},
+    license="Apache-2.0",
+)

@@ -1,0 +1,1 @@
+"""Tasks (detection, segmentation, face) and the training engine they share."""

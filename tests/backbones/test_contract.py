@@ -1,0 +1,106 @@
+"""The feature contract, checked against real outputs for every registered backbone.
+
+For each level: channels equal the declared spec and the spatial size is ceil(input / stride),
+at every output stride the family supports. Odd input sizes catch off-by-one padding.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from resvision.backbones import create_backbone, list_backbones
+
+HEAVY = {"resnet152", "resnet152d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet101_2"}
+HEAVY |= {"iresnet100", "iresnet200"}
+
+
+def _params() -> list:
+    return [
+        pytest.param(name, id=name, marks=[pytest.mark.slow] if name in HEAVY else [])
+        for name in list_backbones()
+    ]
+
+
+def _all_levels(name: str, **kw) -> tuple[str, ...]:
+    with torch.device("meta"):
+        return tuple(s.name for s in create_backbone(name, out_levels=("c2",), **kw).family_specs)
+
+
+@pytest.mark.parametrize("name", _params())
+def test_declared_specs_match_outputs(name):
+    face = name.startswith("iresnet")
+    size = (112, 112) if face else (67, 45)  # the families' input sizes; odd on purpose
+    strides = (16, 8) if face else (32, 16, 8)
+    for output_stride in strides:
+        levels = _all_levels(name, output_stride=output_stride)
+        model = create_backbone(name, out_levels=levels, output_stride=output_stride).eval()
+        with torch.no_grad():
+            feats = model(torch.randn(1, 3, *size))
+        assert list(feats) == [s.name for s in model.feature_specs] == list(levels)
+        for spec in model.feature_specs:
+            expected = (1, spec.channels, *(math.ceil(s / spec.stride) for s in size))
+            assert tuple(feats[spec.name].shape) == expected, (name, output_stride, spec)
+            assert spec.stride <= output_stride
+        assert model.feature_specs[-1].stride == output_stride
+        assert model.size_divisibility == output_stride
+
+
+def test_default_levels_and_real_strides():
+    model = create_backbone("resnet50", output_stride=16)
+    assert [(s.name, s.channels, s.stride) for s in model.feature_specs] == [
+        ("c2", 256, 4),
+        ("c3", 512, 8),
+        ("c4", 1024, 16),
+        ("c5", 2048, 16),
+    ]
+    face = create_backbone("iresnet50")
+    assert [(s.name, s.stride) for s in face.feature_specs] == [
+        ("c2", 2),
+        ("c3", 4),
+        ("c4", 8),
+        ("c5", 16),
+    ]
+    assert "c1" not in [s.name for s in face.family_specs]  # stride-1 stem: no c1 level
+
+
+def test_subset_of_levels_drops_later_stages():
+    model = create_backbone("resnet18", out_levels=("c1", "c3"))
+    feats = model(torch.randn(2, 3, 64, 64))
+    assert list(feats) == ["c1", "c3"]
+    assert model.layer3 is None and model.layer4 is None  # never run, so not built
+    assert model.size_divisibility == 8
+    # every parameter gets a gradient: nothing unused for DDP
+    sum(f.sum() for f in feats.values()).backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_runs_with_channels_last_and_autocast():
+    model = create_backbone("resnet18d", out_levels=("c1", "c2", "c3", "c4", "c5")).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+        model_cl = model.to(memory_format=torch.channels_last)
+        out_cl = model_cl(x.to(memory_format=torch.channels_last))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out_bf16 = model_cl(x.to(memory_format=torch.channels_last))
+    for k in ref:
+        torch.testing.assert_close(out_cl[k], ref[k], rtol=1e-4, atol=1e-4)
+        assert out_bf16[k].dtype == torch.bfloat16
+        assert out_bf16[k].shape == ref[k].shape
+        rel = (out_bf16[k].float() - ref[k]).norm() / ref[k].norm()
+        assert rel < 0.05, (k, rel)
+
+
+@pytest.mark.slow
+def test_torch_compile_matches_eager():
+    model = create_backbone("resnet18", out_levels=("c1", "c3")).eval()
+    x = torch.randn(1, 3, 64, 64)
+    compiled = torch.compile(model)
+    with torch.no_grad():
+        ref, out = model(x), compiled(x)
+    assert list(out) == ["c1", "c3"]
+    for k in ref:
+        torch.testing.assert_close(out[k], ref[k], rtol=1e-4, atol=1e-4)

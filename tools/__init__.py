@@ -1,0 +1,1 @@
+"""The ``resvision`` command line: thin wrappers over functions a test can import."""
