@@ -5,9 +5,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Mapping
 from importlib import metadata
 
-from . import backbones_cmd, demo
+from resvision.tasks.engine.errors import NonFiniteLossError
+from resvision.tasks.engine.task import Task
+
+from . import backbones_cmd, demo, train_cmd
+from .tasks import task_names
+from .train_cmd import parse_dotted
 
 # Errors caused by user input: printed as one line plus a hint; --debug shows the traceback.
 USER_ERRORS = (ValueError, KeyError, FileNotFoundError, NotADirectoryError, PermissionError)
@@ -20,7 +26,7 @@ def version() -> str:
         return "unknown (not installed)"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(tasks: Mapping[str, Task] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="resvision",
         description="Downstream vision on residual networks: backbones, detection, "
@@ -29,23 +35,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"resvision {version()}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    # --debug is also accepted after the command (resvision train detection --debug)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (backbones_cmd, demo):
-        module.add_parser(sub)
+    backbones_cmd.add_parser(sub)
+    train_cmd.add_parsers(sub, task_names(tasks))
+    demo.add_parser(sub)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def main(argv: list[str] | None = None, *, tasks: Mapping[str, Task] | None = None) -> int:
+    """Run the command line; ``tasks`` adds tasks beyond the built-in ones (tests use a toy)."""
+    parser = build_parser(tasks)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_dotted", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.tasks = tasks
     logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO,
+        level=logging.DEBUG if getattr(args, "debug", False) else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
+        args.dotted = parse_dotted(extra)
         return int(args.func(args) or 0)
-    except USER_ERRORS as e:
-        if args.debug:
+    except (*USER_ERRORS, NonFiniteLossError) as e:
+        if getattr(args, "debug", False):
             raise
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"resvision: error: {message}", file=sys.stderr)

@@ -1,0 +1,84 @@
+"""What a task supplies to the engine: model, data, losses, metrics."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from .distributed import DistInfo
+
+
+@dataclass
+class EvalContext:
+    """What an evaluation needs besides the model and the data."""
+
+    device: torch.device
+    amp: str = "off"
+    dist: DistInfo = field(default_factory=DistInfo)
+    run_dir: Path | None = None
+    channels_last: bool = False
+
+    def autocast(self):
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
+
+
+class Task:
+    """Base class of the detection, segmentation and face tasks (and of the tests' toy task).
+
+    The task's config is a dataclass with sections ``model``, ``data`` (with ``batch_size``,
+    ``num_workers`` and optionally ``eval_batch_size``), ``optim`` (:class:`OptimConfig`),
+    ``schedule`` (:class:`ScheduleConfig`) and ``runtime`` (:class:`RuntimeConfig`).
+
+    Training datasets are indexed by ``(index, seed)`` keys (seeded augmentation, see
+    ``engine.data``); evaluation datasets by plain ``index``.
+    """
+
+    name: str = ""
+    config_class: type = object
+    main_metric: str = ""  # key of evaluate()'s result that selects best.pt (higher is better)
+    default_preset: str = ""
+
+    def presets(self) -> dict[str, Callable[[], Any]]:
+        raise NotImplementedError
+
+    def build_model(self, cfg: Any) -> nn.Module:
+        """A model whose ``forward(images, targets)`` returns a dict of losses in train mode."""
+        raise NotImplementedError
+
+    def build_datasets(self, cfg: Any) -> tuple[Dataset, Dataset | None]:
+        raise NotImplementedError
+
+    def collate(self, items: list) -> dict[str, Any]:
+        """Items -> a batch dict with at least ``images``."""
+        raise NotImplementedError
+
+    def group_ids(self, dataset: Dataset) -> list[int] | None:
+        """Optional batching groups per item (e.g. aspect ratio); None = no grouping."""
+        return None
+
+    def training_losses(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return model(batch["images"], batch["targets"])
+
+    def batch_size_of(self, batch: dict[str, Any]) -> int:
+        return len(batch["images"])
+
+    def evaluate(self, model: nn.Module, loader: Iterable, ctx: EvalContext) -> dict[str, float]:
+        """Metrics over the whole evaluation set (gather other ranks' results before scoring)."""
+        raise NotImplementedError
+
+    def checkpoint_meta(self, cfg: Any, train_set: Dataset) -> dict[str, Any]:
+        """Extra plain values stored in checkpoints (e.g. class names)."""
+        return {}
+
+    def after_training(self, model: nn.Module, cfg: Any, ctx: EvalContext) -> None:
+        """Optional: reports written into the run folder at the end (main rank only)."""
