@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -23,6 +24,7 @@ __all__ = [
     "IMAGENET",
     "NORM_POLICIES",
     "Backbone",
+    "BackboneConfig",
     "FeatureSpec",
     "LoadReport",
     "Normalization",
@@ -75,3 +77,27 @@ def create_backbone(
     model.set_norm(norm)
     model.freeze(frozen_stages)
     return model
+
+
+@dataclass
+class BackboneConfig:
+    """The :func:`create_backbone` options, as a config section (tasks extend it)."""
+
+    backbone: str = "resnet50"
+    weights: str | None = None  # backbone weights (path or tag); tasks also accept whole models
+    output_stride: int | None = None
+    frozen_stages: int = 0
+    norm: str = "bn"
+    in_channels: int = 3
+
+    def create_backbone(self, out_levels: Sequence[str] | None, *, weights=None) -> Backbone:
+        """The configured backbone emitting ``out_levels`` (``weights`` overrides the config's)."""
+        return create_backbone(
+            self.backbone,
+            weights=weights,
+            out_levels=out_levels,
+            output_stride=self.output_stride,
+            frozen_stages=self.frozen_stages,
+            norm=self.norm,
+            in_channels=self.in_channels,
+        )

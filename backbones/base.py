@@ -156,6 +156,31 @@ class Backbone(nn.Module):
         """Checkpoint key prefixes loading skips: the classifier and the dropped stages."""
         return self.head_keys() + tuple(f"layer{int(lv[1]) - 1}." for lv in self.dropped_levels)
 
+    def use_uniform_dilation(self) -> Backbone:
+        """Give every 3x3 conv of a dilated stage the stage's dilation.
+
+        torchvision, timm and MMSegmentation (``contract_dilation``) keep the previous dilation
+        in the first block of a dilated stage; segmentation-models-pytorch dilates every conv of
+        the stage. This switches to the latter (for smp-compatible models). Strides are unchanged.
+        """
+        for modules in self.stage_modules():
+            convs = [
+                m
+                for mod in modules
+                for m in mod.modules()
+                if isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1
+            ]
+            rate = max((c.dilation[0] for c in convs), default=1)
+            if rate == 1:
+                continue
+            for conv in convs:
+                conv.dilation = (rate, rate)
+                conv.padding = (
+                    (conv.kernel_size[0] // 2) * rate,
+                    (conv.kernel_size[1] // 2) * rate,
+                )
+        return self
+
     # -- norm policy and freezing ---------------------------------------------------------
     def set_norm(self, policy: str) -> Backbone:
         """Apply a norm policy: ``bn``, ``frozen_bn``, ``eval_bn`` or ``sync_bn``."""

@@ -1,0 +1,1 @@
+"""Dataset readers, synthetic data and augmentation pipelines (never imports models)."""

@@ -12,7 +12,8 @@ def format_table(
     cells = [[str(h) for h in headers]] + [[_fmt(c, floatfmt) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     numeric = [
-        all(isinstance(row[i], int | float) for row in rows) if rows else False
+        any(isinstance(row[i], int | float) for row in rows)
+        and all(isinstance(row[i], int | float) or row[i] in ("-", "") for row in rows)
         for i in range(len(headers))
     ]
 

@@ -11,7 +11,7 @@ from importlib import metadata
 from resvision.tasks.engine.errors import NonFiniteLossError
 from resvision.tasks.engine.task import Task
 
-from . import backbones_cmd, demo, train_cmd
+from . import backbones_cmd, demo, task_cmds, train_cmd
 from .tasks import task_names
 from .train_cmd import parse_dotted
 
@@ -39,6 +39,7 @@ def build_parser(tasks: Mapping[str, Task] | None = None) -> argparse.ArgumentPa
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     backbones_cmd.add_parser(sub)
     train_cmd.add_parsers(sub, task_names(tasks))
+    task_cmds.add_parsers(sub, task_names(tasks))
     demo.add_parser(sub)
     return parser
 

@@ -9,7 +9,7 @@ from resvision.tasks.engine.errors import ConfigError
 from resvision.tasks.engine.task import Task
 
 BUILTIN = {
-    # name -> (module, class)
+    "segmentation": ("resvision.tasks.segmentation", "SegmentationTask"),
 }
 
 

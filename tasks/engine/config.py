@@ -62,7 +62,8 @@ class RuntimeConfig:
     channels_last: bool = False
     seed: int = 0
     deterministic: bool = False
-    checkpoint_period: int = 1000  # iterations between RUN/last.pt writes (and every epoch end)
+    checkpoint_period: int = 1000  # iterations between RUN/last.pt writes (also at epoch ends
+    # that are at least checkpoint_period / 10 iterations after the previous write)
     eval_period: int = 0  # iterations between evaluations; 0 = at every epoch end
     log_period: int = 20  # iterations between metric records
     ema: bool = False  # keep an exponential moving average of the weights

@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -178,6 +179,7 @@ def evaluate(task: Task, model: nn.Module, dataset, cfg: Any, ctx: EvalContext) 
 # -- the loop ----------------------------------------------------------------------------------
 def train(task: Task, cfg: Any, *, resume: str | Path | None = None) -> TrainResult:
     """Train ``task`` with ``cfg``; ``resume`` is a checkpoint (or run folder) to continue."""
+    cfg = task.finalize_config(cfg)
     rt, sched, ocfg = cfg.runtime, cfg.schedule, cfg.optim
     device_type = resolve_device(rt.device).type
     dist = D.init_distributed(device_type)
@@ -242,12 +244,20 @@ def train(task: Task, cfg: Any, *, resume: str | Path | None = None) -> TrainRes
         logger.truncate_after(progress.iteration)
     meta = task.checkpoint_meta(cfg, train_set)
     ctx = EvalContext(
-        device=device, amp=rt.amp, dist=dist, run_dir=run_dir, channels_last=rt.channels_last
+        device=device,
+        amp=rt.amp,
+        dist=dist,
+        run_dir=run_dir,
+        channels_last=rt.channels_last,
+        cfg=cfg,
     )
     group_ids = task.group_ids(train_set)
     trainable = [p for p in model.parameters() if p.requires_grad]
 
+    saved_at = {"last.pt": progress.iteration}
+
     def checkpoint(name: str) -> None:
+        saved_at[name] = progress.iteration
         rngs = D.gather_objects(rng_state())
         if not main:
             return
@@ -268,11 +278,13 @@ def train(task: Task, cfg: Any, *, resume: str | Path | None = None) -> TrainRes
         )
 
     last_metrics: dict[str, float] = {}
+    evaluated_at = {"iteration": -1}
 
     def run_evaluation() -> None:
         nonlocal last_metrics
-        if val_set is None:
+        if val_set is None or evaluated_at["iteration"] == progress.iteration:
             return
+        evaluated_at["iteration"] = progress.iteration
         t0 = time.perf_counter()
         metrics = {f"val/{k}": v for k, v in evaluate(task, model, val_set, cfg, ctx).items()}
         if ema is not None:
@@ -292,6 +304,8 @@ def train(task: Task, cfg: Any, *, resume: str | Path | None = None) -> TrainRes
             checkpoint("best.pt")
             say(f"new best {key} = {value:.4f}: wrote {run_dir / 'best.pt'}")
 
+    # A live bar on a terminal; in logs (no TTY), one line per log record instead.
+    show_bar = main and rt.progress and sys.stderr.isatty()
     window = {"terms": None, "steps": 0, "images": 0, "data": 0.0, "start": time.perf_counter()}
     stopped_by = None
     train_start, start_iteration = time.perf_counter(), progress.iteration
@@ -324,7 +338,7 @@ def train(task: Task, cfg: Any, *, resume: str | Path | None = None) -> TrainRes
                 total=len(batches),
                 initial=progress.batch_in_epoch,
                 desc=f"epoch {progress.epoch}",
-                disable=not (main and rt.progress),
+                disable=not show_bar,
                 dynamic_ncols=True,
                 mininterval=1.0,
                 leave=False,
@@ -410,6 +424,12 @@ def train(task: Task, cfg: Any, *, resume: str | Path | None = None) -> TrainRes
                         "skipped_steps": progress.skipped_steps,
                     }
                     logger.log(record)
+                    if rt.progress and not show_bar:
+                        say(
+                            f"iteration {it}/{sched.iterations} loss {record.get('loss', float('nan')):.4f} "
+                            f"lr {current_lr:.3g} {record['images_per_s']:.1f} img/s "
+                            f"data {100 * record['data_time_share']:.0f}% mem {record['peak_memory_gb']:.2f} GB"
+                        )
                     bar.set_postfix_str(
                         f"loss {record.get('loss', float('nan')):.4f} lr {current_lr:.3g} "
                         f"{record['images_per_s']:.1f} img/s data {100 * record['data_time_share']:.0f}% "
@@ -443,7 +463,9 @@ def train(task: Task, cfg: Any, *, resume: str | Path | None = None) -> TrainRes
                 progress.batch_in_epoch = 0
                 if not rt.eval_period and progress.iteration < sched.iterations:
                     run_evaluation()
-                checkpoint("last.pt")
+                # at epoch end too, unless epochs are tiny (then every checkpoint_period / 10)
+                if progress.iteration - saved_at["last.pt"] >= max(1, rt.checkpoint_period // 10):
+                    checkpoint("last.pt")
                 done = progress.iteration - start_iteration
                 rate = (time.perf_counter() - train_start) / max(done, 1)
                 say(
@@ -486,6 +508,7 @@ def load_model_weights(model: nn.Module, state: dict[str, Any], *, prefer_ema: b
 
 def evaluate_checkpoint(task: Task, cfg: Any, state: dict[str, Any]) -> dict[str, float]:
     """Evaluate a checkpoint (its EMA weights when it has them) on ``cfg``'s validation set."""
+    cfg = task.finalize_config(cfg)
     device_type = resolve_device(cfg.runtime.device).type
     dist = D.init_distributed(device_type)
     device = resolve_device(cfg.runtime.device, dist)
@@ -499,7 +522,7 @@ def evaluate_checkpoint(task: Task, cfg: Any, state: dict[str, Any]) -> dict[str
         device=device,
         amp=cfg.runtime.amp,
         dist=dist,
-        run_dir=None,
         channels_last=cfg.runtime.channels_last,
+        cfg=cfg,
     )
     return evaluate(task, model, val_set, cfg, ctx)

@@ -24,6 +24,7 @@ class EvalContext:
     dist: DistInfo = field(default_factory=DistInfo)
     run_dir: Path | None = None
     channels_last: bool = False
+    cfg: Any = None  # the run's config (inference options, ignore label, ...)
 
     def autocast(self):
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
@@ -51,6 +52,10 @@ class Task:
     def presets(self) -> dict[str, Callable[[], Any]]:
         raise NotImplementedError
 
+    def finalize_config(self, cfg: Any) -> Any:
+        """Fill values that depend on the data (e.g. the number of classes); checks."""
+        return cfg
+
     def build_model(self, cfg: Any) -> nn.Module:
         """A model whose ``forward(images, targets)`` returns a dict of losses in train mode."""
         raise NotImplementedError
@@ -73,12 +78,20 @@ class Task:
         return len(batch["images"])
 
     def evaluate(self, model: nn.Module, loader: Iterable, ctx: EvalContext) -> dict[str, float]:
-        """Metrics over the whole evaluation set (gather other ranks' results before scoring)."""
+        """Metrics over the whole evaluation set.
+
+        ``loader`` yields this rank's shard; gather or reduce the other ranks' results before
+        scoring, and return the same metrics on every rank.
+        """
         raise NotImplementedError
 
     def checkpoint_meta(self, cfg: Any, train_set: Dataset) -> dict[str, Any]:
         """Extra plain values stored in checkpoints (e.g. class names)."""
         return {}
+
+    def command(self, verb: str, argv: list[str]) -> int:
+        """``resvision predict|export|benchmark <task> ...``: the task parses ``argv`` itself."""
+        raise ValueError(f"`resvision {verb} {self.name}` is not available")
 
     def after_training(self, model: nn.Module, cfg: Any, ctx: EvalContext) -> None:
         """Optional: reports written into the run folder at the end (main rank only)."""

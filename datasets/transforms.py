@@ -1,0 +1,74 @@
+"""Augmentation pipelines built on albumentations, seeded per sample.
+
+A transform is called as ``transform(image, ..., seed)``: all its randomness comes from ``seed``,
+so a sample is augmented the same way whichever worker or rank loads it (see tasks.engine.data).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import albumentations as A
+import cv2
+import numpy as np
+
+
+def photometric(p: float = 0.5) -> list[A.BasicTransform]:
+    """MMSegmentation's PhotoMetricDistortion in albumentations terms: brightness +-32,
+    contrast 0.5-1.5, saturation 0.5-1.5, hue +-18 degrees, each applied with probability p."""
+    return [
+        A.RandomBrightnessContrast(brightness_limit=32 / 255, contrast_limit=0.5, p=p),
+        A.HueSaturationValue(hue_shift_limit=9, sat_shift_limit=40, val_shift_limit=0, p=p),
+    ]
+
+
+@dataclass
+class SegTrainTransform:
+    """Random rescale, crop (padding the mask with the ignore label), flip, photometric.
+
+    ``scale=(long, short)``: the image is first fitted inside ``long x short`` times a ratio drawn
+    from ``ratio_range`` (MMSegmentation's RandomResize with keep_ratio); ``scale=None`` rescales
+    the original size by the ratio. Masks are resampled nearest, so labels (and 255) survive.
+    """
+
+    crop_size: tuple[int, int] = (512, 512)  # (height, width)
+    scale: tuple[int, int] | None = None
+    ratio_range: tuple[float, float] = (0.5, 2.0)
+    ignore_index: int = 255
+    flip: bool = True
+    color: bool = True
+
+    def __post_init__(self) -> None:
+        ops: list[A.BasicTransform] = [
+            A.RandomCrop(
+                *self.crop_size,
+                pad_if_needed=True,
+                pad_position="top_left",
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0,
+                fill_mask=self.ignore_index,
+            )
+        ]
+        if self.flip:
+            ops.append(A.HorizontalFlip(p=0.5))
+        if self.color:
+            ops += photometric()
+        self.pipeline = A.Compose(ops)
+
+    def __call__(
+        self, image: np.ndarray, mask: np.ndarray, seed: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        h, w = image.shape[:2]
+        ratio = rng.uniform(*self.ratio_range)
+        if self.scale is not None:
+            long, short = self.scale
+            factor = min(long * ratio / max(h, w), short * ratio / min(h, w))
+        else:
+            factor = ratio
+        size = (max(1, round(w * factor)), max(1, round(h * factor)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+        mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
+        self.pipeline.set_random_seed(int(rng.integers(2**31)))
+        out = self.pipeline(image=image, mask=mask)
+        return out["image"], out["mask"]
