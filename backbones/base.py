@@ -54,10 +54,14 @@ class Normalization:
         return Normalization(mean, std, order, self.max_pixel_value)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """``images: (N, C, H, W)`` in ``[0, max_pixel_value]`` -> normalized float tensor."""
-        mean = images.new_tensor(self.mean).view(1, -1, 1, 1) * self.max_pixel_value
-        std = images.new_tensor(self.std).view(1, -1, 1, 1) * self.max_pixel_value
-        return (images - mean) / std
+        """``images: ([N,] C, H, W)`` in ``[0, max_pixel_value]`` -> normalized float tensor.
+
+        Computed as ``(images / max_pixel_value - mean) / std``, the same arithmetic as
+        torchvision's transforms on ``[0, 1]`` images, so results match theirs bit for bit.
+        """
+        x = images.float() / self.max_pixel_value
+        shape = (-1, 1, 1)
+        return (x - x.new_tensor(self.mean).view(shape)) / x.new_tensor(self.std).view(shape)
 
     def describe(self) -> str:
         fmt = ", ".join

@@ -72,3 +72,76 @@ class SegTrainTransform:
         self.pipeline.set_random_seed(int(rng.integers(2**31)))
         out = self.pipeline(image=image, mask=mask)
         return out["image"], out["mask"]
+
+
+def shortest_side_scale(h: int, w: int, short: float, max_size: float) -> float:
+    """detectron2's ResizeShortestEdge: shorter side to ``short``, longer side at most ``max_size``."""
+    scale = short / min(h, w)
+    if max(h, w) * scale > max_size:
+        scale = max_size / max(h, w)
+    return scale
+
+
+@dataclass
+class DetTrainTransform:
+    """Multi-scale shortest-side resize, horizontal flip, optional photometric distortion and
+    large-scale jitter; boxes move with the image (albumentations), degenerate ones are dropped.
+
+    ``large_scale_jitter=(low, high)`` replaces the resize by LSJ: scale to
+    ``[low, high] x lsj_size`` (longer side) then crop/pad to ``lsj_size`` square.
+    """
+
+    short_sizes: tuple[int, ...] = (640, 672, 704, 736, 768, 800)
+    max_size: int = 1333
+    flip: bool = True
+    color: bool = False
+    large_scale_jitter: tuple[float, float] | None = None
+    lsj_size: int = 1024
+    min_box_size: float = 1.0
+
+    def __post_init__(self) -> None:
+        ops: list[A.BasicTransform] = []
+        if self.large_scale_jitter is not None:
+            ops.append(
+                A.RandomCrop(
+                    self.lsj_size,
+                    self.lsj_size,
+                    pad_if_needed=True,
+                    pad_position="top_left",
+                    border_mode=cv2.BORDER_CONSTANT,
+                    fill=0,
+                )
+            )
+        if self.flip:
+            ops.append(A.HorizontalFlip(p=0.5))
+        if self.color:
+            ops += photometric()
+        bbox = A.BboxParams(
+            format="pascal_voc",
+            label_fields=["labels"],
+            clip=True,
+            min_width=self.min_box_size,
+            min_height=self.min_box_size,
+        )
+        self.pipeline = A.Compose(ops, bbox_params=bbox)
+
+    def __call__(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, seed: int):
+        rng = np.random.default_rng(seed)
+        h, w = image.shape[:2]
+        if self.large_scale_jitter is not None:
+            scale = rng.uniform(*self.large_scale_jitter) * self.lsj_size / max(h, w)
+        else:
+            scale = shortest_side_scale(h, w, float(rng.choice(self.short_sizes)), self.max_size)
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+        sx, sy = size[0] / w, size[1] / h
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4) * np.array(
+            [sx, sy, sx, sy], np.float32
+        )
+        self.pipeline.set_random_seed(int(rng.integers(2**31)))
+        out = self.pipeline(image=image, bboxes=boxes, labels=np.asarray(labels, np.int64))
+        return (
+            out["image"],
+            np.asarray(out["bboxes"], np.float32).reshape(-1, 4),
+            np.asarray(out["labels"], np.int64),
+        )

@@ -9,6 +9,7 @@ from resvision.tasks.engine.errors import ConfigError
 from resvision.tasks.engine.task import Task
 
 BUILTIN = {
+    "detection": ("resvision.tasks.detection", "DetectionTask"),
     "segmentation": ("resvision.tasks.segmentation", "SegmentationTask"),
 }
 

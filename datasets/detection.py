@@ -1,0 +1,407 @@
+"""Object-detection data: COCO json, Pascal VOC XML and synthetic scenes, stored compactly.
+
+Annotations live in a few numpy arrays (:class:`DetectionAnnotations`), not in per-image Python
+dicts: a DataLoader worker receives a small pickle, and nothing grows copy-on-write pages.
+Labels are contiguous ``1..K`` (0 is background); the original image, category and annotation
+ids are kept for evaluation and for writing COCO results.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .images import ImageReadError, read_rgb
+from .synthetic import SHAPE_CLASSES, make_scene
+
+log = logging.getLogger(__name__)
+
+VOC_DET_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "tvmonitor",
+)  # fmt: skip
+BACKGROUND_NAMES = ("_background_", "__background__", "background")
+
+
+class AnnotationError(ValueError):
+    """An annotation file that names an unknown image or category, or is malformed."""
+
+
+@dataclass
+class DetectionAnnotations:
+    """Every image's boxes in flat arrays; image ``i`` owns rows ``offsets[i]:offsets[i+1]``."""
+
+    file_names: np.ndarray  # (N,) bytes, relative to the image root
+    image_ids: np.ndarray  # (N,) int64, the source's ids
+    heights: np.ndarray  # (N,) int32
+    widths: np.ndarray  # (N,) int32
+    offsets: np.ndarray  # (N + 1,) int64
+    boxes: np.ndarray  # (M, 4) float32 xyxy, clipped to the image
+    labels: np.ndarray  # (M,) int64 in 1..K
+    iscrowd: np.ndarray  # (M,) bool (VOC "difficult" is stored here too: ignored in evaluation)
+    areas: np.ndarray  # (M,) float32 (the source's area: segment area for COCO)
+    category_ids: np.ndarray  # (K,) int64: the source's category id of label k + 1
+    class_names: tuple[str, ...]
+    dropped_degenerate: int = 0
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def file_name(self, i: int) -> str:
+        return self.file_names[i].decode("utf-8")
+
+    def rows(self, i: int) -> slice:
+        return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
+
+    @property
+    def num_boxes(self) -> int:
+        return len(self.labels)
+
+    def subset(self, keep: np.ndarray) -> DetectionAnnotations:
+        """Only the images where ``keep`` is true."""
+        idx = np.nonzero(keep)[0]
+        counts = np.diff(self.offsets)[idx]
+        rows = (
+            np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in idx])
+            if len(idx)
+            else np.zeros(0, np.int64)
+        )
+        return DetectionAnnotations(
+            self.file_names[idx], self.image_ids[idx], self.heights[idx], self.widths[idx],
+            np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), self.boxes[rows], self.labels[rows],
+            self.iscrowd[rows], self.areas[rows], self.category_ids, self.class_names, self.dropped_degenerate,
+        )  # fmt: skip
+
+
+def _clip_and_filter(
+    boxes: np.ndarray,
+    image_of_box: np.ndarray,
+    heights: np.ndarray,
+    widths: np.ndarray,
+    min_size: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    boxes = boxes.copy()
+    boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, widths[image_of_box, None])
+    boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, heights[image_of_box, None])
+    ok = ((boxes[:, 2] - boxes[:, 0]) >= min_size) & ((boxes[:, 3] - boxes[:, 1]) >= min_size)
+    return boxes, ok
+
+
+def _pack(
+    file_names: Sequence[str], image_ids: np.ndarray, heights: np.ndarray, widths: np.ndarray, image_of_box: np.ndarray,
+    boxes: np.ndarray, labels: np.ndarray, iscrowd: np.ndarray, areas: np.ndarray, category_ids: np.ndarray,
+    class_names: Sequence[str], source: str, min_box_size: float = 1.0,
+) -> DetectionAnnotations:  # fmt: skip
+    boxes, ok = _clip_and_filter(
+        boxes.astype(np.float32), image_of_box, heights, widths, min_box_size
+    )
+    dropped = int((~ok).sum())
+    if dropped:
+        log.warning(
+            "%s: dropped %d degenerate boxes (narrower than %g px after clipping)",
+            source,
+            dropped,
+            min_box_size,
+        )
+    order = np.argsort(image_of_box[ok], kind="stable")
+    keep = np.nonzero(ok)[0][order]
+    counts = np.bincount(image_of_box[keep], minlength=len(image_ids))
+    return DetectionAnnotations(
+        file_names=np.array([f.encode("utf-8") for f in file_names]),
+        image_ids=image_ids.astype(np.int64),
+        heights=heights.astype(np.int32),
+        widths=widths.astype(np.int32),
+        offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        boxes=boxes[keep],
+        labels=labels[keep].astype(np.int64),
+        iscrowd=iscrowd[keep].astype(bool),
+        areas=areas[keep].astype(np.float32),
+        category_ids=category_ids.astype(np.int64),
+        class_names=tuple(class_names),
+        dropped_degenerate=dropped,
+    )
+
+
+def read_coco(path: str | os.PathLike, *, contiguous_labels: bool = True) -> DetectionAnnotations:
+    """A COCO-format json (any labeling tool's export) -> compact annotations.
+
+    Category names come from the json; a ``_background_`` category without annotations (as
+    labelme exports) is skipped. ``contiguous_labels=False`` uses the category ids themselves as
+    labels (torchvision's COCO models predict category ids 1..90).
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise AnnotationError(f"annotation file {str(path)!r} does not exist") from None
+    except json.JSONDecodeError as e:
+        raise AnnotationError(f"annotation file {str(path)!r} is not valid json: {e}") from None
+    for key in ("images", "annotations", "categories"):
+        if key not in data:
+            raise AnnotationError(f"{str(path)!r} has no '{key}' list: is it a COCO-format file?")
+    anns = data["annotations"]
+    used = {a["category_id"] for a in anns}
+    cats = [
+        c
+        for c in sorted(data["categories"], key=lambda c: c["id"])
+        if not (c["name"] in BACKGROUND_NAMES and c["id"] not in used)
+    ]
+    cat_ids = np.array([c["id"] for c in cats], np.int64)
+    if contiguous_labels:
+        label_of = {int(c): i + 1 for i, c in enumerate(cat_ids)}
+        names = [c["name"] for c in cats]
+    else:
+        if cat_ids.size and cat_ids.min() < 1:
+            raise AnnotationError(
+                f"{str(path)!r}: category id 0 cannot be used as a label (0 is background); use contiguous labels"
+            )
+        label_of = {int(c): int(c) for c in cat_ids}
+        by_id = {c["id"]: c["name"] for c in cats}
+        names = [by_id.get(i, f"unused_{i}") for i in range(1, int(cat_ids.max(initial=0)) + 1)]
+        cat_ids = np.arange(1, len(names) + 1)
+    images = data["images"]
+    image_ids = np.array([im["id"] for im in images], np.int64)
+    index_of = {int(i): n for n, i in enumerate(image_ids)}
+    if len(index_of) != len(images):
+        raise AnnotationError(f"{str(path)!r}: image ids are not unique")
+    try:
+        heights = np.array([im["height"] for im in images], np.int64)
+        widths = np.array([im["width"] for im in images], np.int64)
+        file_names = [im["file_name"] for im in images]
+    except KeyError as e:
+        raise AnnotationError(f"{str(path)!r}: an image entry lacks {e}") from None
+    image_of_box = np.empty(len(anns), np.int64)
+    labels = np.empty(len(anns), np.int64)
+    for j, a in enumerate(anns):
+        img = index_of.get(a["image_id"])
+        if img is None:
+            raise AnnotationError(
+                f"{str(path)!r}: annotation {a.get('id')} names unknown image id {a['image_id']}"
+            )
+        lab = label_of.get(a["category_id"])
+        if lab is None:
+            raise AnnotationError(
+                f"{str(path)!r}: annotation {a.get('id')} names unknown category id {a['category_id']}"
+            )
+        image_of_box[j], labels[j] = img, lab
+    xywh = np.array([a["bbox"] for a in anns], np.float64).reshape(-1, 4)
+    boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1)
+    iscrowd = np.array([a.get("iscrowd", 0) for a in anns], bool)
+    areas = np.array([a.get("area", w * h) for a, (_, _, w, h) in zip(anns, xywh)], np.float32)
+    return _pack(
+        file_names,
+        image_ids,
+        heights,
+        widths,
+        image_of_box,
+        boxes,
+        labels,
+        iscrowd,
+        areas,
+        cat_ids,
+        names,
+        str(path),
+    )
+
+
+def read_voc(
+    root: str | os.PathLike, split: str, class_names: Sequence[str] = VOC_DET_CLASSES
+) -> DetectionAnnotations:
+    """Pascal VOC: ``Annotations/*.xml``, ``JPEGImages/``, ``ImageSets/Main/{split}.txt``.
+
+    VOC boxes are 1-based inclusive pixel indices; they become 0-based pixel edges
+    (``x1 - 1, y1 - 1, x2, y2``). "difficult" objects are ignored in evaluation.
+    """
+    root = Path(root)
+    split_file = root / "ImageSets" / "Main" / f"{split}.txt"
+    if split_file.is_file():
+        stems = [s.strip() for s in split_file.read_text().split() if s.strip()]
+    else:
+        stems = sorted(p.stem for p in (root / "Annotations").glob("*.xml"))
+    if not stems:
+        raise AnnotationError(f"no VOC annotations under {root / 'Annotations'}")
+    label_of = {n: i + 1 for i, n in enumerate(class_names)}
+    files, heights, widths, img_of, boxes, labels, difficult = [], [], [], [], [], [], []
+    for n, stem in enumerate(stems):
+        xml = root / "Annotations" / f"{stem}.xml"
+        try:
+            tree = ET.parse(xml).getroot()
+        except (OSError, ET.ParseError) as e:
+            raise AnnotationError(f"cannot read {str(xml)!r}: {e}") from None
+        size = tree.find("size")
+        files.append(f"JPEGImages/{tree.findtext('filename') or stem + '.jpg'}")
+        heights.append(int(size.findtext("height")))
+        widths.append(int(size.findtext("width")))
+        for obj in tree.iter("object"):
+            name = obj.findtext("name").strip()
+            if name not in label_of:
+                raise AnnotationError(
+                    f"{str(xml)!r}: unknown class {name!r}; known: {list(class_names)}"
+                )
+            bb = obj.find("bndbox")
+            x1, y1, x2, y2 = (float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+            boxes.append([x1 - 1, y1 - 1, x2, y2])
+            labels.append(label_of[name])
+            difficult.append(obj.findtext("difficult", "0").strip() == "1")
+            img_of.append(n)
+    boxes_a = np.array(boxes, np.float64).reshape(-1, 4)
+    areas = (boxes_a[:, 2] - boxes_a[:, 0]) * (boxes_a[:, 3] - boxes_a[:, 1])
+    return _pack(
+        files, np.arange(len(stems)), np.array(heights), np.array(widths), np.array(img_of, np.int64), boxes_a,
+        np.array(labels, np.int64), np.array(difficult, bool), areas, np.arange(1, len(class_names) + 1), class_names, str(root),
+    )  # fmt: skip
+
+
+def synthetic_annotations(
+    num_images: int, seed: int, min_side: int = 128, max_side: int = 224
+) -> DetectionAnnotations:
+    """Boxes of ``num_images`` synthetic scenes (image ``i`` drawn from ``seed``, ``i``)."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(min_side, max_side + 1, size=(num_images, 2))
+    img_of, boxes, labels = [], [], []
+    for i, (h, w) in enumerate(sizes):
+        scene = make_scene(
+            _scene_seed(seed, i), int(h), int(w), max_objects=5, min_size=0.12, max_size=0.45
+        )
+        img_of += [i] * len(scene.labels)
+        boxes.append(scene.boxes)
+        labels += scene.labels
+    boxes_a = np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32)
+    areas = (boxes_a[:, 2] - boxes_a[:, 0]) * (boxes_a[:, 3] - boxes_a[:, 1])
+    return _pack(
+        [f"synthetic_{i:06d}.png" for i in range(num_images)], np.arange(1, num_images + 1), sizes[:, 0], sizes[:, 1],
+        np.array(img_of, np.int64), boxes_a, np.array(labels, np.int64), np.zeros(len(labels), bool), areas,
+        np.arange(1, len(SHAPE_CLASSES) + 1), SHAPE_CLASSES, "synthetic",
+    )  # fmt: skip
+
+
+def _scene_seed(seed: int, index: int) -> int:
+    return seed * 1_000_003 + index
+
+
+class DetectionDataset(Dataset):
+    """Images + compact annotations; training keys ``(index, seed)`` get the seeded transform.
+
+    Items: ``image`` (3, H, W) uint8, ``boxes`` (K, 4) float32 xyxy, ``labels`` (K,) int64,
+    ``index`` and ``skipped`` (bad files replaced by the next image, when allowed). Crowd boxes
+    are left out of training targets, as the reference implementations do.
+    """
+
+    def __init__(
+        self,
+        ann: DetectionAnnotations,
+        image_root: str | os.PathLike | None,
+        *,
+        transform: Callable | None = None,
+        skip_bad_images: bool = False,
+        synthetic_seed: int | None = None,
+    ) -> None:
+        self.ann = ann
+        self.root = Path(image_root) if image_root is not None else None
+        self.transform = transform
+        self.skip_bad_images = skip_bad_images
+        self.synthetic_seed = synthetic_seed
+
+    def __len__(self) -> int:
+        return len(self.ann)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.ann.class_names
+
+    def group_ids(self) -> list[int]:
+        """0 for landscape, 1 for portrait images (aspect-ratio grouped batching)."""
+        return (self.ann.heights > self.ann.widths).astype(int).tolist()
+
+    def read_image(self, i: int) -> np.ndarray:
+        if self.synthetic_seed is not None:
+            h, w = int(self.ann.heights[i]), int(self.ann.widths[i])
+            return make_scene(
+                _scene_seed(self.synthetic_seed, i),
+                h,
+                w,
+                max_objects=5,
+                min_size=0.12,
+                max_size=0.45,
+            ).image
+        image = read_rgb(self.root / self.ann.file_name(i))
+        h, w = image.shape[:2]
+        if (h, w) != (self.ann.heights[i], self.ann.widths[i]):
+            raise ImageReadError(
+                f"image {str(self.root / self.ann.file_name(i))!r} is {w}x{h} but its annotation says "
+                f"{self.ann.widths[i]}x{self.ann.heights[i]}; fix the json or the file"
+            )
+        return image
+
+    def __getitem__(self, key) -> dict:
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        skipped = []
+        for attempt in range(len(self) if self.skip_bad_images else 1):
+            i = (index + attempt) % len(self)
+            try:
+                image = self.read_image(i)
+                break
+            except ImageReadError as e:
+                if not self.skip_bad_images:
+                    raise
+                skipped.append(str(e))
+        else:
+            raise ImageReadError("every image of the dataset failed to load")
+        rows = self.ann.rows(i)
+        boxes, labels = self.ann.boxes[rows], self.ann.labels[rows]
+        if seed is not None:  # training: no crowd boxes; seeded augmentation
+            keep = ~self.ann.iscrowd[rows]
+            boxes, labels = boxes[keep], labels[keep]
+            if self.transform is not None:
+                image, boxes, labels = self.transform(image, boxes, labels, seed)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "boxes": torch.from_numpy(np.asarray(boxes, np.float32).reshape(-1, 4)),
+            "labels": torch.from_numpy(np.asarray(labels, np.int64)),
+            "index": i,
+            "skipped": skipped,
+        }
+
+    def write_coco(self, out_dir: str | os.PathLike) -> Path:
+        """Write the images (PNG) and a COCO json (``instances.json``) to ``out_dir``."""
+        import cv2
+
+        out = Path(out_dir)
+        (out / "images").mkdir(parents=True, exist_ok=True)
+        a = self.ann
+        images, annotations = [], []
+        for i in range(len(self)):
+            name = Path(a.file_name(i)).with_suffix(".png").name
+            cv2.imwrite(
+                str(out / "images" / name), cv2.cvtColor(self.read_image(i), cv2.COLOR_RGB2BGR)
+            )
+            images.append(
+                {
+                    "id": int(a.image_ids[i]),
+                    "file_name": name,
+                    "height": int(a.heights[i]),
+                    "width": int(a.widths[i]),
+                }
+            )
+            for r in range(*a.rows(i).indices(a.num_boxes)):
+                x1, y1, x2, y2 = (float(v) for v in a.boxes[r])
+                annotations.append(
+                    {"id": len(annotations) + 1, "image_id": int(a.image_ids[i]), "category_id": int(a.category_ids[a.labels[r] - 1]),
+                     "bbox": [x1, y1, x2 - x1, y2 - y1], "area": float(a.areas[r]), "iscrowd": int(a.iscrowd[r])}
+                )  # fmt: skip
+        categories = [{"id": int(c), "name": n} for c, n in zip(a.category_ids, a.class_names)]
+        path = out / "instances.json"
+        path.write_text(
+            json.dumps({"images": images, "annotations": annotations, "categories": categories})
+        )
+        return path

@@ -1,0 +1,117 @@
+"""Greedy non-maximum suppression batched over many groups at once.
+
+torchvision's ``batched_nms`` runs image by image, and for large inputs class by class, with a
+device synchronisation per call. Here every group (an image, or an (image, level) pair) is a row
+of a padded ``(G, K)`` tensor and all groups are suppressed together: with boxes sorted by score,
+greedy NMS keeps box ``i`` iff no *kept* higher-scored box overlaps it by more than the
+threshold. That recursion has exactly one solution; iterating
+``keep = valid & ~any(kept higher-scored box with IoU > t)`` from ``keep = valid`` reaches it in
+at most ``K`` steps (in practice a handful), so the result is identical to greedy NMS.
+
+Exported to ONNX, the same operation becomes ONNX's own ``NonMaxSuppression`` with one batch row
+per group, so the exported graph has a dynamic batch dimension.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def box_iou_batched(a: Tensor, b: Tensor) -> Tensor:
+    """``a: (G, K, 4)``, ``b: (G, M, 4)`` xyxy -> ``(G, K, M)`` IoU."""
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    lt = torch.maximum(a[:, :, None, :2], b[:, None, :, :2])
+    rb = torch.minimum(a[:, :, None, 2:], b[:, None, :, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    union = area_a[:, :, None] + area_b[:, None, :] - inter
+    return inter / union
+
+
+def _group_nms_eager(
+    boxes: Tensor, scores: Tensor, valid: Tensor, iou_threshold: float, chunk: int
+) -> Tensor:
+    g, k = scores.shape
+    if k == 0:
+        return valid.clone()
+    order = scores.masked_fill(~valid, float("-inf")).argsort(dim=1, descending=True, stable=True)
+    sorted_boxes = boxes.gather(1, order[..., None].expand(-1, -1, 4)).float()
+    sorted_valid = valid.gather(1, order)
+    higher = torch.ones(k, k, dtype=torch.bool, device=boxes.device).tril(-1)  # column j < row i
+    suppress = torch.empty(g, k, k, dtype=torch.bool, device=boxes.device)
+    for start in range(0, g, chunk):  # bound the float IoU memory to `chunk` groups
+        b = sorted_boxes[start : start + chunk]
+        suppress[start : start + chunk] = (box_iou_batched(b, b) > iou_threshold) & higher
+    suppress &= sorted_valid[:, None, :]
+    keep = sorted_valid
+    for _ in range(k):
+        new = sorted_valid & ~(suppress & keep[:, None, :]).any(dim=2)
+        if torch.equal(new, keep):
+            break
+        keep = new
+    out = torch.zeros_like(valid)
+    return out.scatter(1, order, keep)
+
+
+class _GroupNMS(torch.autograd.Function):
+    """Eager: the fixed-point iteration. ONNX: NonMaxSuppression over (G, K) rows."""
+
+    @staticmethod
+    def forward(ctx, boxes: Tensor, scores: Tensor, valid: Tensor, iou_threshold: float) -> Tensor:
+        return _group_nms_eager(boxes, scores, valid, iou_threshold, chunk=16)
+
+    @staticmethod
+    def symbolic(g, boxes, scores, valid, iou_threshold):
+        # invalid entries get a score below the score threshold, so ONNX NMS skips them
+        low = g.op("Constant", value_t=torch.tensor(-1e9, dtype=torch.float32))
+        masked = g.op("Where", valid, g.op("Cast", scores, to_i=1), low)
+        scores3 = g.op(
+            "Unsqueeze", masked, g.op("Constant", value_t=torch.tensor([1], dtype=torch.int64))
+        )
+        shape = g.op("Shape", scores)
+        k = g.op(
+            "Gather",
+            shape,
+            g.op("Constant", value_t=torch.tensor([1], dtype=torch.int64)),
+            axis_i=0,
+        )
+        selected = g.op(
+            "NonMaxSuppression",
+            g.op("Cast", boxes, to_i=1),
+            scores3,
+            k,
+            g.op("Constant", value_t=torch.tensor([iou_threshold], dtype=torch.float32)),
+            g.op("Constant", value_t=torch.tensor([-1e8], dtype=torch.float32)),
+        )  # (S, 3): group, class (always 0), box index
+        idx = g.op(
+            "Gather",
+            selected,
+            g.op("Constant", value_t=torch.tensor([0, 2], dtype=torch.int64)),
+            axis_i=1,
+        )
+        zeros = g.op("ConstantOfShape", shape, value_t=torch.tensor([0], dtype=torch.uint8))
+        ones = g.op(
+            "Expand",
+            g.op("Constant", value_t=torch.tensor([1], dtype=torch.uint8)),
+            g.op(
+                "Gather",
+                g.op("Shape", idx),
+                g.op("Constant", value_t=torch.tensor([0], dtype=torch.int64)),
+                axis_i=0,
+            ),
+        )
+        marked = g.op("ScatterND", zeros, idx, ones)
+        return g.op("Cast", marked, to_i=9)  # bool
+
+
+def group_nms(boxes: Tensor, scores: Tensor, valid: Tensor, iou_threshold: float) -> Tensor:
+    """Greedy NMS in every row at once.
+
+    Args:
+        boxes: ``(G, K, 4)`` xyxy; scores: ``(G, K)``; valid: ``(G, K)`` bool (padding, filtered).
+    Returns:
+        ``(G, K)`` bool: the boxes greedy NMS keeps in each row (a subset of ``valid``).
+    """
+    return _GroupNMS.apply(boxes, scores, valid, float(iou_threshold))

@@ -1,0 +1,336 @@
+"""``resvision benchmark detection``: ours vs torchvision, evaluation vs pycocotools, dataset size.
+
+Everything is measured in one run on one machine:
+
+1. train-step and inference images/s of resvision's Faster R-CNN and torchvision's
+   ``fasterrcnn_resnet50_fpn`` holding the same weights, same batch, precision and image size;
+2. COCO evaluation time of resvision's evaluator (faster-coco-eval) against pycocotools on a
+   synthetic COCO-val-sized prediction set (5k images, ~36k boxes, 100 detections each);
+3. the pickled size (what each DataLoader worker receives) and build time of the dataset for a
+   synthetic train2017-sized json (118k images, 860k boxes), against torchvision's CocoDetection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import pickle
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from resvision.tasks.table import format_table
+
+
+def synthetic_coco(
+    num_images: int, boxes_per_image: float, seed: int = 0, num_classes: int = 80
+) -> dict:
+    """A COCO-format dict shaped like COCO's: 640-wide images, polygon segmentations, crowds."""
+    rng = np.random.default_rng(seed)
+    counts = rng.poisson(boxes_per_image, num_images)
+    images = [{"id": i + 1, "file_name": f"{i + 1:012d}.jpg", "height": int(h), "width": 640, "license": 1, "coco_url": "", "date_captured": ""}
+              for i, h in enumerate(rng.integers(360, 641, num_images))]  # fmt: skip
+    anns, k = [], 0
+    for img, n in zip(images, counts):
+        for _ in range(n):
+            w, h = rng.uniform(4, 300, 2)
+            x, y = (
+                rng.uniform(0, 640 - w),
+                rng.uniform(0, img["height"] - h) if img["height"] > h else 0.0,
+            )
+            poly = [
+                float(v)
+                for v in np.stack([x + rng.uniform(0, w, 8), y + rng.uniform(0, h, 8)], 1)
+                .reshape(-1)
+                .round(2)
+            ]
+            k += 1
+            anns.append({"id": k, "image_id": img["id"], "category_id": int(rng.integers(1, num_classes + 1)), "bbox": [x, y, w, h],
+                         "area": float(w * h * 0.6), "iscrowd": int(rng.random() < 0.01), "segmentation": [poly]})  # fmt: skip
+    cats = [
+        {"id": c, "name": f"class_{c}", "supercategory": "thing"} for c in range(1, num_classes + 1)
+    ]
+    return {"images": images, "annotations": anns, "categories": cats}
+
+
+def bench_dataset(num_images: int = 118_287, boxes_per_image: float = 7.3) -> list[list]:
+    from torchvision.datasets import CocoDetection
+
+    from resvision.datasets.detection import DetectionDataset, read_coco
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "instances.json"
+        path.write_text(json.dumps(synthetic_coco(num_images, boxes_per_image)))
+        t0 = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):
+            theirs = CocoDetection(tmp, str(path))
+        t1 = time.perf_counter()
+        ours = DetectionDataset(read_coco(path), tmp)
+        t2 = time.perf_counter()
+        theirs_size = len(pickle.dumps(theirs, protocol=pickle.HIGHEST_PROTOCOL))
+        ours_size = len(pickle.dumps(ours, protocol=pickle.HIGHEST_PROTOCOL))
+    return [
+        ["torchvision CocoDetection", ours.ann.num_boxes, theirs_size / 2**20, t1 - t0, 1.0],
+        [
+            "resvision DetectionDataset",
+            ours.ann.num_boxes,
+            ours_size / 2**20,
+            t2 - t1,
+            ours_size / theirs_size,
+        ],
+    ]
+
+
+def bench_evaluation(
+    num_images: int = 5000, gt_per_image: float = 7.3, dets_per_image: int = 100
+) -> list[list]:
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from resvision.datasets.detection import read_coco
+    from resvision.tasks.detection.evaluation import COCOEvaluator
+
+    rng = np.random.default_rng(1)
+    gt = synthetic_coco(num_images, gt_per_image, seed=1)
+    rows = []
+    by_image = {}
+    for a in gt["annotations"]:
+        by_image.setdefault(a["image_id"], []).append(a)
+    for img in gt["images"]:
+        own = by_image.get(img["id"], [])
+        for d in range(dets_per_image):
+            if d < len(own) and rng.random() < 0.8:  # jittered true boxes and random ones
+                x, y, w, h = (np.array(own[d]["bbox"]) * rng.uniform(0.9, 1.1, 4)).tolist()
+                cat = own[d]["category_id"]
+            else:
+                w, h = rng.uniform(4, 300, 2)
+                x, y, cat = rng.uniform(0, 600), rng.uniform(0, 400), int(rng.integers(1, 81))
+            rows.append([img["id"], x, y, w, h, rng.random(), cat])
+    rows = np.array(rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "gt.json"
+        path.write_text(json.dumps(gt))
+        ann = read_coco(path)
+        t0 = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco = COCO(str(path))
+            ev = COCOeval(coco, coco.loadRes(rows), "bbox")
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        t1 = time.perf_counter()
+        ours = COCOEvaluator(ann, "faster_coco_eval").evaluate(rows)
+        t2 = time.perf_counter()
+    same = bool(
+        np.allclose(
+            ev.stats[:12],
+            [
+                ours[k]
+                for k in (
+                    "AP",
+                    "AP50",
+                    "AP75",
+                    "APs",
+                    "APm",
+                    "APl",
+                    "AR1",
+                    "AR10",
+                    "AR100",
+                    "ARs",
+                    "ARm",
+                    "ARl",
+                )
+            ],
+            atol=1e-6,
+        )
+    )
+    return [
+        ["pycocotools", len(rows), t1 - t0, 1.0, float(ev.stats[0]), "-"],
+        [
+            "resvision (faster-coco-eval)",
+            len(rows),
+            t2 - t1,
+            (t2 - t1) / (t1 - t0),
+            ours["AP"],
+            "yes" if same else "NO",
+        ],
+    ]
+
+
+def bench_models(
+    *, batch: int, size: tuple[int, int], steps: int, amp: str, device: torch.device
+) -> list[list]:
+    import torchvision
+
+    from resvision.backbones import create_backbone
+    from resvision.heads.detection import DetectorHeadConfig, FasterRCNN
+
+    torch.manual_seed(0)
+    tv = torchvision.models.detection.fasterrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None, num_classes=91, min_size=size[0], max_size=size[1]
+    )
+    ours = FasterRCNN(
+        create_backbone("resnet50", norm="frozen_bn", frozen_stages=2),
+        DetectorHeadConfig(num_classes=90, test_min_size=size[0], test_max_size=size[1]),
+    )
+    ours.load_state_dict(tv.state_dict())
+    tv, ours = tv.to(device), ours.to(device)
+    gen = torch.Generator().manual_seed(0)
+    images = [(torch.rand(3, *size, generator=gen) * 255).round().to(device) for _ in range(batch)]
+    targets = []
+    for _ in range(batch):
+        xy = torch.rand(6, 2, generator=gen) * torch.tensor([size[1] * 0.7, size[0] * 0.7])
+        wh = torch.rand(6, 2, generator=gen) * 200 + 20
+        targets.append(
+            {
+                "boxes": torch.cat([xy, xy + wh], 1).to(device),
+                "labels": torch.randint(1, 91, (6,), generator=gen).to(device),
+            }
+        )
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    unit = [img / 255 for img in images]
+
+    def timed(fn, n):
+        fn()  # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return n * batch / (time.perf_counter() - t0)
+
+    def train_step(model, inputs):
+        opt = torch.optim.SGD(
+            [p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9
+        )
+        scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+
+        def step():
+            model.train()
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                loss = sum(model(inputs, targets).values())
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad(set_to_none=True)
+
+        return step
+
+    def infer(model, inputs):
+        def run():
+            model.eval()
+            with (
+                torch.no_grad(),
+                torch.autocast(device.type, dtype=dtype, enabled=dtype is not None),
+            ):
+                model(inputs)
+
+        return run
+
+    rows = []
+    for name, model, inputs in (
+        ("torchvision fasterrcnn_resnet50_fpn", tv, unit),
+        ("resvision FasterRCNN (same weights)", ours, images),
+    ):
+        rows.append(
+            [
+                name,
+                device.type,
+                amp,
+                f"{batch}x{size[0]}x{size[1]}",
+                timed(train_step(model, inputs), steps),
+                timed(infer(model, inputs), steps),
+            ]
+        )
+    for r in rows:
+        r.append(r[4] / rows[0][4])
+    return rows
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="resvision benchmark detection",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=__doc__,
+    )
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch", type=int, default=None, help="default: 8 on GPU, 2 on CPU")
+    p.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("MIN", "MAX"),
+        help="test/train size (default 800 1216 on GPU, 320 480 on CPU)",
+    )
+    p.add_argument(
+        "--steps", type=int, default=None, help="timed steps (default 20 on GPU, 2 on CPU)"
+    )
+    p.add_argument(
+        "--amp",
+        choices=("off", "bf16", "fp16"),
+        default=None,
+        help="default: fp16 on GPU, off on CPU",
+    )
+    p.add_argument("--eval-images", type=int, default=5000)
+    p.add_argument("--dataset-images", type=int, default=118_287)
+    p.add_argument("--skip", nargs="*", default=[], choices=("models", "evaluation", "dataset"))
+    args = p.parse_args(argv)
+    from resvision.tasks.engine.loop import resolve_device
+
+    device = resolve_device(args.device)
+    cuda = device.type == "cuda"
+    if "models" not in args.skip:
+        size = tuple(args.size or ((800, 1216) if cuda else (320, 480)))
+        rows = bench_models(
+            batch=args.batch or (8 if cuda else 2),
+            size=size,
+            steps=args.steps or (20 if cuda else 2),
+            amp=args.amp or ("fp16" if cuda else "off"),
+            device=device,
+        )
+        name = torch.cuda.get_device_name(device) if cuda else "cpu"
+        print(f"Faster R-CNN R50-FPN on {name}\n")
+        print(
+            format_table(
+                (
+                    "model",
+                    "device",
+                    "precision",
+                    "batch",
+                    "train img/s",
+                    "infer img/s",
+                    "train vs torchvision",
+                ),
+                rows,
+                floatfmt=".2f",
+            )
+        )
+    if "evaluation" not in args.skip:
+        print(f"\nCOCO box evaluation, {args.eval_images} images x 100 detections\n")
+        rows = bench_evaluation(args.eval_images)
+        print(
+            format_table(
+                ("evaluator", "detections", "seconds", "time vs pycocotools", "AP", "same stats"),
+                rows,
+                floatfmt=".3f",
+            )
+        )
+    if "dataset" not in args.skip:
+        print(f"\nDataset for a train2017-sized json ({args.dataset_images} images)\n")
+        rows = bench_dataset(args.dataset_images)
+        print(
+            format_table(
+                ("dataset", "boxes", "pickled MiB", "build s", "size vs torchvision"),
+                rows,
+                floatfmt=".3f",
+            )
+        )
+    return 0

@@ -1,0 +1,155 @@
+"""Detection configs and presets (detectron2's and torchvision's recipes, a CPU demo)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from resvision.backbones import BackboneConfig
+from resvision.heads.detection import DetectorHeadConfig
+from resvision.tasks.engine.config import OptimConfig, RuntimeConfig, ScheduleConfig
+
+DETECTRON2_SIZES = (640, 672, 704, 736, 768, 800)
+
+
+@dataclass
+class DetModelConfig(BackboneConfig, DetectorHeadConfig):
+    """Backbone options (``backbone``, ``weights``, ``frozen_stages``, ``norm``, ...) and the
+    Faster R-CNN options. ``weights`` takes backbone weights (path or tag) or a whole detector:
+    a resvision detection checkpoint or torchvision's ``fasterrcnn_resnet50_fpn[_v2]``
+    state_dict. ``num_classes=0`` takes the number of classes from the data."""
+
+    num_classes: int = 0
+    norm: str = "frozen_bn"
+    frozen_stages: int = 2  # stem + c2, as detectron2 (freeze_at=2) and torchvision (3 trainable)
+    sync_bn: bool = False
+
+
+@dataclass
+class DetDataConfig:
+    source: Literal["synthetic", "coco", "voc"] = "synthetic"
+    train_json: str = ""  # coco: any COCO-format json + its image folder
+    train_images: str = ""
+    val_json: str = ""
+    val_images: str = ""
+    voc_root: str = ""  # voc: VOCdevkit/VOC20xx
+    voc_train_split: str = "trainval"
+    voc_val_split: str = "test"
+    contiguous_labels: bool = True  # false: labels are the category ids (torchvision's COCO models)
+    train_sizes: tuple[int, ...] = DETECTRON2_SIZES  # shorter side, chosen per image
+    max_size: int = 1333
+    flip: bool = True
+    photometric: bool = False
+    large_scale_jitter: tuple[float, float] | None = None  # e.g. [0.1, 2.0] (replaces the resize)
+    lsj_size: int = 1024
+    drop_empty: bool = False  # drop training images without boxes (kept as negatives by default)
+    skip_bad_images: bool = False  # skip (count, report) unreadable images instead of failing
+    batch_size: int = 2  # per process
+    eval_batch_size: int = 2
+    num_workers: int = 4
+    synthetic_train: int = 400
+    synthetic_val: int = 64
+    synthetic_seed: int = 0
+    synthetic_min_side: int = 128
+    synthetic_max_side: int = 224
+
+
+@dataclass
+class DetEvalConfig:
+    backend: Literal["faster_coco_eval", "pycocotools"] = "faster_coco_eval"
+    tta: bool = False  # horizontal flip and several scales, merged by NMS
+    tta_sizes: tuple[int, ...] = (640, 800, 960)
+
+
+@dataclass
+class DetConfig:
+    model: DetModelConfig = field(default_factory=DetModelConfig)
+    data: DetDataConfig = field(default_factory=DetDataConfig)
+    evaluation: DetEvalConfig = field(default_factory=DetEvalConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+
+def faster_rcnn_r50_fpn_1x_coco() -> DetConfig:
+    """detectron2's COCO-Detection/faster_rcnn_R_50_FPN_1x (box AP 37.9): 16 images per step,
+    SGD 0.02, 90k iterations with steps at 60k and 80k, 1000 warmup iterations, shorter side
+    640-800 (max 1333), L1 box loss, aligned RoIAlign (adaptive sampling), FrozenBN, stem + c2
+    frozen. The backbone starts from torchvision's ImageNet weights (detectron2 uses MSRA's)."""
+    return DetConfig(
+        model=DetModelConfig(
+            backbone="resnet50", weights="torchvision:IMAGENET1K_V1", box_loss="l1", smooth_l1_beta=0.0,
+            roi_aligned=True, roi_sampling_ratio=0, rpn_post_nms_top_n_train=1000,
+        ),
+        data=DetDataConfig(source="coco", train_json="data/coco/annotations/instances_train2017.json", train_images="data/coco/train2017",
+                           val_json="data/coco/annotations/instances_val2017.json", val_images="data/coco/val2017"),
+        optim=OptimConfig(name="sgd", lr=0.02, momentum=0.9, weight_decay=1e-4, reference_batch_size=16),
+        schedule=ScheduleConfig(iterations=90000, policy="multistep", steps=(60000, 80000), warmup_iterations=1000, warmup_factor=0.001),
+        runtime=RuntimeConfig(output_dir="runs/detection/faster_rcnn_r50_fpn_1x_coco", checkpoint_period=5000, eval_period=10000, log_period=20),
+    )  # fmt: skip
+
+
+def faster_rcnn_r50_fpn_3x_coco() -> DetConfig:
+    """detectron2's faster_rcnn_R_50_FPN_3x (box AP 40.2): 270k iterations, steps 210k/250k."""
+    cfg = faster_rcnn_r50_fpn_1x_coco()
+    return replace(
+        cfg,
+        schedule=replace(cfg.schedule, iterations=270000, steps=(210000, 250000)),
+        runtime=replace(cfg.runtime, output_dir="runs/detection/faster_rcnn_r50_fpn_3x_coco"),
+    )
+
+
+def fasterrcnn_resnet50_fpn_torchvision() -> DetConfig:
+    """torchvision's ``fasterrcnn_resnet50_fpn`` exactly (its state_dicts load; labels are COCO
+    category ids 1..90) with its reference recipe: 26 epochs of 16 images (about 190k
+    iterations), SGD 0.02, steps at epochs 16 and 22, shorter side 800."""
+    return DetConfig(
+        model=DetModelConfig(backbone="resnet50", weights="torchvision:IMAGENET1K_V1", num_classes=90),
+        data=replace(faster_rcnn_r50_fpn_1x_coco().data, contiguous_labels=False, train_sizes=(800,)),
+        optim=OptimConfig(name="sgd", lr=0.02, momentum=0.9, weight_decay=1e-4, reference_batch_size=16, decay_norm_and_bias=True),
+        schedule=ScheduleConfig(iterations=190600, policy="multistep", steps=(117300, 161300), warmup_iterations=1000, warmup_factor=0.001),
+        runtime=RuntimeConfig(output_dir="runs/detection/fasterrcnn_resnet50_fpn_torchvision", checkpoint_period=5000, eval_period=7330),
+    )  # fmt: skip
+
+
+def fasterrcnn_resnet50_fpn_v2_torchvision() -> DetConfig:
+    """torchvision's ``fasterrcnn_resnet50_fpn_v2`` (batch norm in the FPN and a 4-conv box head,
+    2-conv RPN head, trainable batch norm in the backbone); same schedule as v1 here."""
+    cfg = fasterrcnn_resnet50_fpn_torchvision()
+    return replace(
+        cfg,
+        model=replace(cfg.model, head_norm=True, rpn_conv_depth=2, norm="bn"),
+        runtime=replace(
+            cfg.runtime, output_dir="runs/detection/fasterrcnn_resnet50_fpn_v2_torchvision"
+        ),
+    )
+
+
+def faster_rcnn_r18_fpn_synthetic() -> DetConfig:
+    """ResNet-18 FPN (64 channels) trained from scratch on the built-in synthetic shapes; sized
+    for a CPU: small images (shorter side 112-160), light heads."""
+    return DetConfig(
+        model=DetModelConfig(
+            backbone="resnet18", norm="bn", frozen_stages=0, fpn_channels=64, anchor_sizes=(16, 32, 64, 128, 256),
+            test_min_size=144, test_max_size=224, rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=300,
+            rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=150, box_batch_size_per_image=64, box_loss="l1",
+            smooth_l1_beta=0.0, roi_aligned=True,
+        ),
+        data=DetDataConfig(source="synthetic", train_sizes=(112, 128, 144, 160), max_size=224, batch_size=4, eval_batch_size=8, num_workers=0,
+                           synthetic_min_side=112, synthetic_max_side=176),
+        optim=OptimConfig(name="sgd", lr=0.02, momentum=0.9, weight_decay=1e-4, reference_batch_size=8),
+        schedule=ScheduleConfig(iterations=240, policy="cosine", warmup_iterations=40, warmup_factor=0.01),
+        runtime=RuntimeConfig(output_dir="runs/detection/faster_rcnn_r18_fpn_synthetic", checkpoint_period=120, eval_period=120, log_period=20),
+    )  # fmt: skip
+
+
+PRESETS = {
+    f.__name__: f
+    for f in (
+        faster_rcnn_r18_fpn_synthetic,
+        faster_rcnn_r50_fpn_1x_coco,
+        faster_rcnn_r50_fpn_3x_coco,
+        fasterrcnn_resnet50_fpn_torchvision,
+        fasterrcnn_resnet50_fpn_v2_torchvision,
+    )
+}

@@ -1,0 +1,170 @@
+"""Training on real photos and synthetic data; predict, eval, export and benchmark commands."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from resvision.tasks.detection import DetectionTask
+from resvision.tasks.detection.config import PRESETS
+from resvision.tasks.engine.config import apply_overrides
+from resvision.tasks.engine.loop import train
+from resvision.tools.cli import main
+
+
+@pytest.mark.slow
+def test_fits_the_three_voc_photos(voc_sample, tmp_path):
+    """ResNet-18 FPN from scratch fits the labelme COCO export (ids from 0) to box AP50 >= 0.9."""
+    ann = voc_sample / "instances_coco.json"
+    cfg = apply_overrides(
+        PRESETS["faster_rcnn_r18_fpn_synthetic"](),
+        ["data.source=coco", f"data.train_json={ann}", f"data.val_json={ann}", "data.train_sizes=[224,256]",
+         "data.max_size=352", "data.batch_size=3", "model.test_min_size=256", "model.test_max_size=352",
+         "schedule.iterations=130", "schedule.policy=constant", "schedule.warmup_iterations=20",
+         "optim.reference_batch_size=3", "runtime.eval_period=130", "runtime.checkpoint_period=130",
+         "runtime.tensorboard=false", f"runtime.output_dir={tmp_path}"],
+    )  # fmt: skip
+    result = train(DetectionTask(), cfg)
+    assert result.metrics["val/AP50"] >= 0.9, result.metrics
+    predictions = json.loads((tmp_path / "eval" / "predictions.json").read_text())
+    assert {p["image_id"] for p in predictions} == {0, 1, 2}  # the json's own ids, 0 included
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("det_run")
+    argv = ["train", "detection", "--output-dir", str(out), "--set", "schedule.iterations=60", "schedule.warmup_iterations=10",
+            "data.synthetic_train=120", "data.synthetic_val=24", "runtime.eval_period=20", "runtime.tensorboard=false"]  # fmt: skip
+    assert main(argv) == 0
+    return out
+
+
+def test_learns_on_synthetic_data(trained_run):
+    records = [json.loads(x) for x in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if "loss" in r]
+    ap50 = [r["val/AP50"] for r in records if "val/AP50" in r]
+    assert losses[-1] < 0.6 * losses[0]
+    assert ap50[-1] > 0.15 and ap50[-1] > ap50[0]
+    assert (trained_run / "eval" / "predictions.json").is_file()
+    table = (trained_run / "eval" / "ap.md").read_text()
+    assert "AP50" in table and "| ellipse" in table
+
+
+def test_predict_writes_json_and_drawn_images(trained_run, voc_sample, tmp_path, capsys):
+    out = tmp_path / "pred"
+    photo = voc_sample / "JPEGImages" / "2011_000003.jpg"
+    assert (
+        main(
+            [
+                "predict",
+                "detection",
+                str(photo),
+                str(voc_sample / "JPEGImages"),
+                "--checkpoint",
+                str(trained_run),
+                "--out",
+                str(out),
+                "--score-threshold",
+                "0.1",
+            ]
+        )
+        == 0
+    )
+    results = json.loads((out / "detections.json").read_text())
+    assert results and {"file_name", "category", "bbox", "score"} <= set(results[0])
+    assert Image.open(out / "2011_000003.jpg").size == Image.open(photo).size
+    assert "4 images" in capsys.readouterr().out
+
+
+def test_detector_api(trained_run, voc_sample):
+    from resvision.tasks.detection import Detector
+
+    det = Detector.from_checkpoint(trained_run, device="cpu")
+    image = np.asarray(Image.open(voc_sample / "JPEGImages" / "2011_000025.jpg").convert("RGB"))
+    (a,) = det.predict(image)
+    (b,) = det.predict(voc_sample / "JPEGImages" / "2011_000025.jpg")
+    assert a["boxes"].shape[1] == 4 and np.allclose(a["boxes"], b["boxes"])
+    assert (
+        a["boxes"][:, 2].max() <= image.shape[1] + 1e-3
+        and a["boxes"][:, 3].max() <= image.shape[0] + 1e-3
+    )
+    assert set(a["class_names"]) <= set(det.class_names)
+    (c,) = det.predict(image, tta=True)
+    assert len(c["scores"]) <= 100
+
+
+def test_eval_command_with_both_backends(trained_run, capsys):
+    assert main(["eval", "detection", "--checkpoint", str(trained_run / "last.pt")]) == 0
+    a = capsys.readouterr().out
+    assert (
+        main(
+            [
+                "eval",
+                "detection",
+                "--checkpoint",
+                str(trained_run / "last.pt"),
+                "--set",
+                "evaluation.backend=pycocotools",
+            ]
+        )
+        == 0
+    )
+    b = capsys.readouterr().out
+    pick = lambda out: [line for line in out.splitlines() if line.startswith("AP")]  # noqa: E731
+    assert pick(a) == pick(b) and pick(a)
+
+
+def test_export_onnx_dynamic_batch_checked_on_real_photos(
+    trained_run, voc_sample, tmp_path, capsys
+):
+    path = tmp_path / "det.onnx"
+    argv = [
+        "export",
+        "detection",
+        "--checkpoint",
+        str(trained_run),
+        "--out",
+        str(path),
+        "--size",
+        "160",
+        "224",
+        "--check-images",
+        str(voc_sample / "JPEGImages"),
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "batch 1:" in out and "batch 3:" in out and "same labels True" in out
+    import onnx
+
+    dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "batch" and [d.dim_value for d in dims[1:]] == [3, 160, 224]
+
+
+def test_benchmark_command_runs_small(capsys):
+    argv = [
+        "benchmark",
+        "detection",
+        "--device",
+        "cpu",
+        "--batch",
+        "1",
+        "--size",
+        "128",
+        "192",
+        "--steps",
+        "1",
+        "--eval-images",
+        "40",
+        "--dataset-images",
+        "300",
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert (
+        "torchvision fasterrcnn_resnet50_fpn" in out
+        and "pycocotools" in out
+        and "resvision DetectionDataset" in out
+    )
