@@ -26,6 +26,14 @@ def add_parsers(sub: argparse._SubParsersAction, task_choices: list[str]) -> Non
         p.add_argument("args", nargs=argparse.REMAINDER, help="the task's options")
         p.set_defaults(func=run, verb=verb)
 
+    p = sub.add_parser(
+        "face",
+        help="face pipeline: embed, search, verify, cluster, convert",
+        description="Face-embedding pipeline: `resvision face {embed,search,verify,cluster,convert} --help`.",
+    )
+    p.add_argument("args", nargs=argparse.REMAINDER, help="subcommand and its options")
+    p.set_defaults(func=run, verb="face", task="face")
+
 
 def run(args: argparse.Namespace) -> int:
     return get_task(args.task, args.tasks).command(args.verb, list(args.args))

@@ -10,6 +10,7 @@ from resvision.tasks.engine.task import Task
 
 BUILTIN = {
     "detection": ("resvision.tasks.detection", "DetectionTask"),
+    "face": ("resvision.tasks.face", "FaceTask"),
     "segmentation": ("resvision.tasks.segmentation", "SegmentationTask"),
 }
 

@@ -162,7 +162,7 @@ def letterbox(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, flo
 
 
 def export_onnx(model: FasterRCNN, path: Path, size: tuple[int, int], opset: int = 17) -> Path:
-    wrapper = ExportWrapper(model.eval().float().cpu(), size)
+    wrapper = ExportWrapper(model.float().cpu(), size).eval()
     example = torch.rand(2, 3, *size) * 255
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
@@ -183,7 +183,7 @@ def check_onnx(model: FasterRCNN, path: Path, batches: list[np.ndarray]) -> list
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     size = tuple(batches[0].shape[-2:])
-    wrapper = ExportWrapper(model.eval().float().cpu(), size)
+    wrapper = ExportWrapper(model.float().cpu(), size).eval()
     report = []
     for batch in batches:
         x = batch.astype(np.float32)

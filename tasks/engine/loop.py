@@ -233,6 +233,11 @@ def train(task: Task, cfg: Any, *, resume: str | Path | None = None) -> TrainRes
 
     ddp = model
     if dist.enabled:
+        ignored = task.ddp_ignored_parameters(model)
+        if ignored:
+            nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                model, ignored
+            )
         ddp = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )

@@ -67,6 +67,10 @@ class Task:
         """Items -> a batch dict with at least ``images``."""
         raise NotImplementedError
 
+    def ddp_ignored_parameters(self, model: nn.Module) -> list[str]:
+        """Parameter names DDP must not synchronise (e.g. class centres sharded per rank)."""
+        return []
+
     def group_ids(self, dataset: Dataset) -> list[int] | None:
         """Optional batching groups per item (e.g. aspect ratio); None = no grouping."""
         return None

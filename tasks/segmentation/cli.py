@@ -111,7 +111,7 @@ def export_onnx(
     model: nn.Module, path: Path, *, size: tuple[int, int] = (256, 320), opset: int = 17
 ) -> Path:
     """Export with dynamic batch, height and width."""
-    wrapper = ExportWrapper(model.eval().float().cpu())
+    wrapper = ExportWrapper(model.float().cpu()).eval()
     example = torch.rand(2, 3, *size) * 255
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():

@@ -1,0 +1,125 @@
+"""The embedding pipeline users run: embed, search, cluster."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from resvision.datasets.face import _resize, norm_crop
+from resvision.datasets.images import read_rgb
+from resvision.heads.embedding import EmbeddingModel
+
+ImageInput = str | os.PathLike | np.ndarray | torch.Tensor
+
+
+class Embedder:
+    """L2-normalized face embeddings from a trained checkpoint.
+
+    >>> emb = Embedder.from_checkpoint("runs/face/iresnet18_synthetic")  # doctest: +SKIP
+    >>> vectors = emb.embed(["a.jpg", "b.jpg"])  # (2, D) float32, unit length
+    """
+
+    def __init__(
+        self,
+        model: EmbeddingModel,
+        image_size: int,
+        *,
+        device: str | torch.device = "cpu",
+        amp: str = "off",
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.image_size = image_size
+        self.amp = amp
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, *, device: str = "auto") -> Embedder:
+        from .task import FaceTask
+
+        model, cfg = FaceTask().load_for_inference(Path(path), device=device)
+        return cls(
+            model, cfg.data.image_size, device=next(model.parameters()).device, amp=cfg.runtime.amp
+        )
+
+    def prepare(self, image: ImageInput, landmarks: np.ndarray | None = None) -> np.ndarray:
+        """An ``(S, S, 3)`` uint8 crop: aligned with :func:`norm_crop` when landmarks are given,
+        else the (already aligned) image resized."""
+        if isinstance(image, str | os.PathLike):
+            image = read_rgb(image)
+        elif isinstance(image, torch.Tensor):
+            image = image.permute(1, 2, 0).cpu().numpy()
+        if landmarks is not None:
+            align = 112 if self.image_size % 112 else self.image_size
+            image = norm_crop(image, landmarks, align)
+        return _resize(np.ascontiguousarray(image).astype(np.uint8), self.image_size)
+
+    @torch.no_grad()
+    def embed(
+        self,
+        images: Sequence[ImageInput],
+        *,
+        landmarks: Sequence[np.ndarray | None] | None = None,
+        flip: bool = True,
+        batch_size: int = 64,
+    ) -> np.ndarray:
+        """``(N, D)`` unit-length embeddings; ``flip`` adds the mirrored image's embedding first."""
+        if isinstance(images, str | os.PathLike | np.ndarray) and not (
+            isinstance(images, np.ndarray) and images.ndim == 4
+        ):
+            images = [images]
+        landmarks = landmarks if landmarks is not None else [None] * len(images)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
+        out = []
+        for start in range(0, len(images), batch_size):
+            crops = [
+                self.prepare(img, lm)
+                for img, lm in zip(
+                    images[start : start + batch_size], landmarks[start : start + batch_size]
+                )
+            ]
+            x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).to(self.device)
+            with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+                out.append(self.model.embed(x, flip=flip).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.model.embedding_size), np.float32)
+
+
+def search(gallery: np.ndarray, query: np.ndarray, top_k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Inner-product search (cosine on unit vectors) with faiss: ``(scores, indices)``, each
+    ``(Q, k)``, best first."""
+    import faiss
+
+    index = faiss.IndexFlatIP(gallery.shape[1])
+    index.add(np.ascontiguousarray(gallery, np.float32))
+    return index.search(np.ascontiguousarray(query, np.float32), min(top_k, len(gallery)))
+
+
+def cluster(embeddings: np.ndarray, threshold: float) -> np.ndarray:
+    """Connected components of the graph "cosine >= threshold" (faiss range search); returns a
+    cluster id per embedding, clusters numbered by first appearance."""
+    import faiss
+
+    x = np.ascontiguousarray(embeddings, np.float32)
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(x)
+    lims, _, neighbours = index.range_search(x, float(threshold))
+    parent = np.arange(len(x))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(len(x)):
+        for j in neighbours[lims[i] : lims[i + 1]]:
+            a, b = find(i), find(int(j))
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    roots = np.array([find(i) for i in range(len(x))])
+    _, ids = np.unique(roots, return_inverse=True)
+    order = {}
+    return np.array([order.setdefault(r, len(order)) for r in ids])

@@ -1,0 +1,209 @@
+"""Face verification exactly as InsightFace's ``eval/verification.py`` computes it, vectorized.
+
+Embeddings (original + flipped, summed, then L2-normalized) of pair ``k`` are rows ``2k`` and
+``2k+1``; the distance is the squared L2 distance. Accuracy: 10 folds without shuffling (sklearn
+KFold order), thresholds ``0..4`` step 0.01, the best training-fold threshold applied to the test
+fold. VAL@FAR=1e-3: thresholds step 0.001, per fold the threshold where the training FAR reaches
+the target (linear interpolation of threshold against training FAR, 0 when the FAR never
+reaches the target). Every threshold is scored at once with counts instead of a Python loop;
+the numbers are identical to the loop's.
+
+InsightFace calls ``scipy.interpolate.interp1d(far, thresholds, kind="slinear")`` there, which
+recent SciPy refuses whenever two thresholds share a FAR (they nearly always do: every threshold
+below the closest negative pair has FAR 0), raising "Expect x to not have duplicates"
+(insightface#2152). :func:`interp_threshold` computes the same piecewise-linear interpolation on
+the bracketing interval, with repeated FAR values allowed.
+
+Beyond the protocol: ROC AUC, TAR at FAR 1e-1..1e-4 over all pairs, and the threshold that
+gives a target FAR in cosine and squared-L2 units (``d = 2 - 2 cos`` for unit vectors).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+FARS = (1e-1, 1e-2, 1e-3, 1e-4)
+
+
+def kfold(n: int, folds: int = 10) -> list[tuple[np.ndarray, np.ndarray]]:
+    """sklearn ``KFold(n_splits=folds, shuffle=False)``: contiguous folds, the first
+    ``n % folds`` one item longer."""
+    indices = np.arange(n)
+    tests = np.array_split(indices, folds)
+    return [(np.setdiff1d(indices, t, assume_unique=True), t) for t in tests]
+
+
+def _counts(dist: np.ndarray, issame: np.ndarray, thresholds: np.ndarray):
+    """tp, fp, tn, fn for every threshold (``dist < threshold`` predicts "same")."""
+    pred = dist[None, :] < thresholds[:, None]  # (T, n)
+    same = issame[None, :]
+    tp = (pred & same).sum(1)
+    fp = (pred & ~same).sum(1)
+    return tp, fp, (~same).sum() - fp, same.sum() - tp
+
+
+def _rates(tp, fp, tn, fn, n):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tpr = np.where(tp + fn == 0, 0.0, tp / np.maximum(tp + fn, 1))
+        fpr = np.where(fp + tn == 0, 0.0, fp / np.maximum(fp + tn, 1))
+    return tpr, fpr, (tp + tn) / n
+
+
+def calculate_roc(thresholds: np.ndarray, dist: np.ndarray, issame: np.ndarray, folds: int = 10):
+    """Mean TPR/FPR per threshold over test folds, and accuracy per fold."""
+    tprs = np.zeros((folds, len(thresholds)))
+    fprs = np.zeros((folds, len(thresholds)))
+    accuracy = np.zeros(folds)
+    for k, (train, test) in enumerate(kfold(len(issame), folds)):
+        _, _, acc_train = _rates(*_counts(dist[train], issame[train], thresholds), len(train))
+        best = int(np.argmax(acc_train))
+        tprs[k], fprs[k], acc_test = _rates(
+            *_counts(dist[test], issame[test], thresholds), len(test)
+        )
+        accuracy[k] = acc_test[best]
+    return tprs.mean(0), fprs.mean(0), accuracy
+
+
+def _val_far(threshold: float, dist: np.ndarray, issame: np.ndarray) -> tuple[float, float]:
+    """VAL and FAR at ``threshold`` (0 where a fold has no same / no different pair, where
+    InsightFace's code divides by zero)."""
+    pred = dist < threshold
+    n_same, n_diff = float(issame.sum()), float((~issame).sum())
+    val = float((pred & issame).sum()) / n_same if n_same else 0.0
+    return val, (float((pred & ~issame).sum()) / n_diff if n_diff else 0.0)
+
+
+def interp_threshold(far: np.ndarray, thresholds: np.ndarray, target: float) -> float:
+    """The threshold at which the (non-decreasing) FAR curve reaches ``target``, by linear
+    interpolation between the last threshold below the target and the first at or above it."""
+    order = np.argsort(far, kind="mergesort")
+    x, y = far[order], thresholds[order]
+    hi = int(np.clip(np.searchsorted(x, target, side="left"), 1, len(x) - 1))
+    lo = hi - 1
+    if x[hi] == x[lo]:
+        return float(y[hi])
+    return float(y[lo] + (target - x[lo]) * (y[hi] - y[lo]) / (x[hi] - x[lo]))
+
+
+def calculate_val(
+    thresholds: np.ndarray, dist: np.ndarray, issame: np.ndarray, far_target: float, folds: int = 10
+):
+    """VAL (TAR) at ``far_target``: mean, std and the achieved FAR, over folds."""
+    val = np.zeros(folds)
+    far = np.zeros(folds)
+    for k, (train, test) in enumerate(kfold(len(issame), folds)):
+        _, fp, tn, _ = _counts(dist[train], issame[train], thresholds)
+        far_train = fp / float(fp[0] + tn[0])
+        if far_train.max() >= far_target:
+            threshold = interp_threshold(far_train, thresholds, far_target)
+        else:
+            threshold = 0.0
+        val[k], far[k] = _val_far(threshold, dist[test], issame[test])
+    return float(val.mean()), float(val.std()), float(far.mean())
+
+
+def roc_auc(similarity: np.ndarray, issame: np.ndarray) -> float:
+    """P(similarity of a same pair > that of a different pair), ties counted half."""
+    order = np.argsort(similarity, kind="mergesort")
+    ranks = np.empty(len(similarity))
+    s = similarity[order]
+    # average ranks of ties
+    _, start, counts = np.unique(s, return_index=True, return_counts=True)
+    avg = start + (counts - 1) / 2.0 + 1
+    ranks[order] = np.repeat(avg, counts)
+    n_pos, n_neg = issame.sum(), (~issame).sum()
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    return float((ranks[issame].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def tar_at_far(
+    similarity: np.ndarray, issame: np.ndarray, far: float
+) -> tuple[float, float, float]:
+    """``(tar, achieved far, cosine threshold)``: accept when similarity > threshold, the
+    threshold chosen so that at most ``far`` of the different pairs are accepted."""
+    neg = np.sort(similarity[~issame])[::-1]
+    k = int(np.floor(far * len(neg)))
+    threshold = float(neg[k]) if k < len(neg) else float(neg[-1]) - 1e-6
+    accept = similarity > threshold
+    return float(accept[issame].mean()), float(accept[~issame].mean()), threshold
+
+
+def evaluate_embeddings(
+    embeddings: np.ndarray, issame: np.ndarray, folds: int = 10
+) -> dict[str, float]:
+    """The verification report of normalized embeddings (pairs are consecutive rows)."""
+    embeddings = np.asarray(embeddings, np.float64)
+    issame = np.asarray(issame, bool)
+    e1, e2 = embeddings[0::2], embeddings[1::2]
+    dist = np.sum(np.square(e1 - e2), 1)
+    _, _, accuracy = calculate_roc(np.arange(0, 4, 0.01), dist, issame, folds)
+    val, val_std, far = calculate_val(np.arange(0, 4, 0.001), dist, issame, 1e-3, folds)
+    cosine = np.sum(e1 * e2, 1)
+    out = {
+        "acc": float(accuracy.mean()),
+        "acc_std": float(accuracy.std()),
+        "val@far1e-3": val,
+        "val_std": val_std,
+        "far": far,
+        "auc": roc_auc(cosine, issame),
+    }
+    for target in FARS:
+        tar, achieved, threshold = tar_at_far(cosine, issame, target)
+        tag = f"{target:.0e}".replace("e-0", "e-")
+        out[f"tar@far{tag}"] = tar
+        out[f"far_achieved@far{tag}"] = achieved
+        out[f"threshold_cos@far{tag}"] = threshold
+        out[f"threshold_l2@far{tag}"] = 2 - 2 * threshold
+    return out
+
+
+# -- the per-threshold loop, as InsightFace writes it (parity test and benchmark baseline) -------
+def _accuracy_loop(
+    threshold: float, dist: np.ndarray, issame: np.ndarray
+) -> tuple[float, float, float]:
+    predict = np.less(dist, threshold)
+    tp = np.sum(np.logical_and(predict, issame))
+    fp = np.sum(np.logical_and(predict, np.logical_not(issame)))
+    tn = np.sum(np.logical_and(np.logical_not(predict), np.logical_not(issame)))
+    fn = np.sum(np.logical_and(np.logical_not(predict), issame))
+    tpr = 0 if (tp + fn == 0) else float(tp) / float(tp + fn)
+    fpr = 0 if (fp + tn == 0) else float(fp) / float(fp + tn)
+    return tpr, fpr, float(tp + tn) / dist.size
+
+
+def reference_evaluate(
+    embeddings: np.ndarray, issame: np.ndarray, folds: int = 10
+) -> dict[str, float]:
+    """The protocol with one Python iteration per threshold and fold (InsightFace's structure)."""
+    issame = np.asarray(issame, bool)
+    e1, e2 = embeddings[0::2], embeddings[1::2]
+    dist = np.sum(np.square(np.subtract(e1, e2)), 1)
+    thresholds = np.arange(0, 4, 0.01)
+    accuracy = np.zeros(folds)
+    for k, (train, test) in enumerate(kfold(len(issame), folds)):
+        acc_train = np.zeros(len(thresholds))
+        for t, threshold in enumerate(thresholds):
+            _, _, acc_train[t] = _accuracy_loop(threshold, dist[train], issame[train])
+        best = np.argmax(acc_train)
+        for threshold in thresholds:  # the per-threshold test-fold rates (tpr, fpr) as InsightFace
+            _accuracy_loop(threshold, dist[test], issame[test])
+        _, _, accuracy[k] = _accuracy_loop(thresholds[best], dist[test], issame[test])
+    thresholds = np.arange(0, 4, 0.001)
+    val, far = np.zeros(folds), np.zeros(folds)
+    for k, (train, test) in enumerate(kfold(len(issame), folds)):
+        far_train = np.zeros(len(thresholds))
+        for t, threshold in enumerate(thresholds):
+            _, far_train[t] = _val_far(threshold, dist[train], issame[train])
+        if np.max(far_train) >= 1e-3:
+            threshold = interp_threshold(far_train, thresholds, 1e-3)
+        else:
+            threshold = 0.0
+        val[k], far[k] = _val_far(threshold, dist[test], issame[test])
+    return {
+        "acc": float(accuracy.mean()),
+        "acc_std": float(accuracy.std()),
+        "val@far1e-3": float(val.mean()),
+        "val_std": float(val.std()),
+        "far": float(far.mean()),
+    }

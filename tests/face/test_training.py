@@ -1,0 +1,228 @@
+"""Training on synthetic identities; the face pipeline commands; export."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from resvision.tools.cli import main
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("face_run")
+    argv = ["train", "face", "--output-dir", str(out), "--set", "schedule.iterations=120", "schedule.warmup_iterations=30",
+            "runtime.eval_period=40", "data.synthetic_val_pairs=300", "runtime.tensorboard=false"]  # fmt: skip
+    assert main(argv) == 0
+    return out
+
+
+def test_learning_raises_held_out_verification_accuracy(trained_run):
+    records = [json.loads(x) for x in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    acc = [r["val/acc"] for r in records if "val/acc" in r]
+    assert len(acc) == 3
+    assert (
+        acc[-1] > 0.7 and acc[-1] > acc[0]
+    )  # chance is 0.5; these identities were never trained on
+    final = [r for r in records if "val/acc" in r][-1]
+    assert final["val/synthetic_1/auc"] > 0.75
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory):
+    """An identity folder of synthetic photos (4 people x 3) and an LFW-style pairs.txt."""
+    from PIL import Image
+
+    from resvision.datasets.face import SyntheticFaces
+
+    root = tmp_path_factory.mktemp("faces")
+    ds = SyntheticFaces(4, 3, image_size=112, seed=11)
+    lines = ["1 4"]
+    for person in range(4):
+        (root / f"p{person}").mkdir()
+        for shot in range(3):
+            Image.fromarray(ds.render(person, shot)).save(
+                root / f"p{person}" / f"p{person}_{shot + 1:04d}.jpg"
+            )
+        lines.append(f"p{person} 1 2")
+        lines.append(f"p{person} 1 p{(person + 1) % 4} 3")
+    (root.parent / "pairs.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_embed_search_cluster_verify(trained_run, faces, tmp_path, capsys):
+    npz = tmp_path / "gallery.npz"
+    assert (
+        main(["face", "embed", str(faces), "--checkpoint", str(trained_run), "--out", str(npz)])
+        == 0
+    )
+    data = np.load(npz)
+    assert data["embeddings"].shape[0] == 12 and np.allclose(
+        np.linalg.norm(data["embeddings"], axis=1), 1, atol=1e-5
+    )
+    assert (
+        main(
+            [
+                "face",
+                "search",
+                "--gallery",
+                str(npz),
+                "--query",
+                str(npz),
+                "--top-k",
+                "3",
+                "--threshold",
+                "0.5",
+                "--json",
+                str(tmp_path / "s.json"),
+            ]
+        )
+        == 0
+    )
+    results = json.loads((tmp_path / "s.json").read_text())
+    assert results[0]["results"][0]["name"] == results[0]["query"]  # each face finds itself first
+    assert (
+        main(
+            ["face", "cluster", str(npz), "--threshold", "0.6", "--json", str(tmp_path / "c.json")]
+        )
+        == 0
+    )
+    clusters = json.loads((tmp_path / "c.json").read_text())["clusters"]
+    assert sum(len(c) for c in clusters) == 12
+    assert (
+        main(
+            [
+                "face",
+                "verify",
+                "--checkpoint",
+                str(trained_run),
+                "--pairs",
+                str(faces.parent / "pairs.txt"),
+                "--root",
+                str(faces),
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "TAR@FAR1E-1" in out and "threshold cosine" in out
+
+
+def test_embedder_api_with_alignment(trained_run, faces):
+    from resvision.datasets.face import ARCFACE_TEMPLATE
+    from resvision.tasks.face import Embedder
+
+    emb = Embedder.from_checkpoint(trained_run, device="cpu")
+    image = np.asarray(
+        __import__("PIL.Image", fromlist=["Image"]).open(faces / "p0" / "p0_0001.jpg")
+    )
+    plain = emb.embed([image])
+    aligned = emb.embed(
+        [image], landmarks=[ARCFACE_TEMPLATE]
+    )  # landmarks at the template: identity warp
+    assert plain.shape == (1, 128) and np.allclose(plain, aligned, atol=1e-5)
+
+
+def test_convert_command_round_trip(faces, tmp_path):
+    assert (
+        main(["face", "convert", str(faces), str(tmp_path / "rec" / "train.rec"), "--to", "rec"])
+        == 0
+    )
+    assert (
+        main(
+            [
+                "face",
+                "convert",
+                str(tmp_path / "rec" / "train.rec"),
+                str(tmp_path / "back"),
+                "--to",
+                "folder",
+            ]
+        )
+        == 0
+    )
+    assert len(list((tmp_path / "back").rglob("*.jpg"))) == 12
+
+
+def test_export_onnx_dynamic_batch(trained_run, tmp_path, capsys):
+    assert (
+        main(
+            ["export", "face", "--checkpoint", str(trained_run), "--out", str(tmp_path / "e.onnx")]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "batch 1:" in out and "batch 5:" in out and "wrote" in out
+
+
+def test_benchmark_command_runs_small(capsys):
+    argv = [
+        "benchmark",
+        "face",
+        "--device",
+        "cpu",
+        "--backbone",
+        "iresnet18",
+        "--batch",
+        "2",
+        "--classes",
+        "50",
+        "--size",
+        "112",
+        "--steps",
+        "1",
+        "--pairs",
+        "600",
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "arcface_torch way" in out and "resvision vectorized" in out and "| yes" in out
+
+
+def test_partial_fc_across_two_gloo_processes_equals_one_process(tmp_path):
+    """Class centres split over 2 ranks give the full-softmax loss and gradients."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from resvision.heads.margin import ARCFACE, CombinedMarginLoss, PartialFC
+
+    from .pfc_worker import pfc_inputs
+
+    worker = Path(__file__).with_name("pfc_worker.py")
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29533",
+        str(worker),
+        str(tmp_path),
+    ]
+    result = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    torch.manual_seed(0)
+    full = PartialFC(CombinedMarginLoss(64.0, **ARCFACE), 8, 11)
+    weight, emb, labels = pfc_inputs()
+    full.weight.data.copy_(weight)
+    e = emb.clone().requires_grad_(True)
+    loss = full(e, labels)
+    loss.backward()
+    parts = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert [p["weight_grad"].shape[0] for p in parts] == [6, 5]  # 11 centres sharded
+    assert all(abs(p["loss"] - loss.item()) < 1e-5 for p in parts)
+    torch.testing.assert_close(
+        torch.cat([p["weight_grad"] for p in parts]), full.weight.grad, rtol=1e-4, atol=1e-6
+    )
+    # each rank fed half the batch: the gathered gradient of its embeddings is the full one
+    torch.testing.assert_close(
+        torch.cat([p["emb_grad"] for p in parts]), e.grad, rtol=1e-4, atol=1e-6
+    )
