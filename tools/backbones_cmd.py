@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
-from resvision.backbones import create_backbone, list_backbones
-from resvision.tasks.table import format_table
-
 
 def backbone_rows(pattern: str = "*", output_stride: int | None = None) -> list[list[object]]:
     """One row per registered backbone: name, parameters (M), levels, mean, std.
 
     Models are built on the meta device: no memory, no initialisation cost.
     """
+    import torch
+
+    from resvision.backbones import create_backbone, list_backbones
+
     names = list_backbones(pattern)
     if not names:
         raise ValueError(f"no registered backbone matches {pattern!r}; try `resvision backbones`")
@@ -64,5 +63,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from resvision.tasks.table import format_table
+
     print(format_table(HEADERS, backbone_rows(args.pattern, args.output_stride), floatfmt=".2f"))
     return 0

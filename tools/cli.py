@@ -7,13 +7,16 @@ import logging
 import sys
 from collections.abc import Mapping
 from importlib import metadata
+from typing import TYPE_CHECKING
 
 from resvision.tasks.engine.errors import NonFiniteLossError
-from resvision.tasks.engine.task import Task
 
 from . import backbones_cmd, demo, task_cmds, train_cmd
 from .tasks import task_names
 from .train_cmd import parse_dotted
+
+if TYPE_CHECKING:
+    from resvision.tasks.engine.task import Task
 
 # Errors caused by user input: printed as one line plus a hint; --debug shows the traceback.
 USER_ERRORS = (ValueError, KeyError, FileNotFoundError, NotADirectoryError, PermissionError)

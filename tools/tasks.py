@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from resvision.tasks.engine.errors import ConfigError
-from resvision.tasks.engine.task import Task
+
+if TYPE_CHECKING:
+    from resvision.tasks.engine.task import Task
 
 BUILTIN = {
     "detection": ("resvision.tasks.detection", "DetectionTask"),

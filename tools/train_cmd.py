@@ -6,16 +6,15 @@ import argparse
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from resvision.tasks.engine.checkpoint import load_checkpoint
 from resvision.tasks.engine.config import apply_overrides, merge, read_yaml, to_dict
 from resvision.tasks.engine.errors import ConfigError
-from resvision.tasks.engine.loop import evaluate_checkpoint, train
-from resvision.tasks.engine.plots import plot_run
-from resvision.tasks.engine.task import Task
+
+if TYPE_CHECKING:
+    from resvision.tasks.engine.task import Task
 
 from .tasks import get_task
 
@@ -181,6 +180,9 @@ def add_parsers(sub: argparse._SubParsersAction, task_choices: list[str]) -> Non
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from resvision.tasks.engine.checkpoint import load_checkpoint
+    from resvision.tasks.engine.loop import train
+
     task = get_task(args.task, args.tasks)
     base, resume = None, None
     if args.resume is not None:
@@ -206,6 +208,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from resvision.tasks.engine.checkpoint import load_checkpoint
+    from resvision.tasks.engine.loop import evaluate_checkpoint
+
     task = get_task(args.task, args.tasks)
     state = load_checkpoint(args.checkpoint, task=task.name)
     cfg = resolve_config(task, args, state["config"])
@@ -221,6 +226,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_plot(args: argparse.Namespace) -> int:
+    from resvision.tasks.engine.plots import plot_run
+
     for path in plot_run(args.run):
         print(path)
     return 0
