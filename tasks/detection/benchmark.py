@@ -167,6 +167,21 @@ def bench_evaluation(
     ]
 
 
+def host_syncs(fn) -> int:
+    """How many times one call of ``fn`` makes the host wait for the GPU (CUDA sync debug mode)."""
+    import warnings
+
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
 def bench_models(
     *, batch: int, size: tuple[int, int], steps: int, amp: str, device: torch.device
 ) -> list[list]:
@@ -244,14 +259,16 @@ def bench_models(
         ("torchvision fasterrcnn_resnet50_fpn", tv, unit),
         ("resvision FasterRCNN (same weights)", ours, images),
     ):
+        step = train_step(model, inputs)
         rows.append(
             [
                 name,
                 device.type,
                 amp,
                 f"{batch}x{size[0]}x{size[1]}",
-                timed(train_step(model, inputs), steps),
+                timed(step, steps),
                 timed(infer(model, inputs), steps),
+                host_syncs(step) if device.type == "cuda" else "-",
             ]
         )
     for r in rows:
@@ -312,6 +329,7 @@ def main(argv: list[str]) -> int:
                     "batch",
                     "train img/s",
                     "infer img/s",
+                    "host syncs/train step",
                     "train vs torchvision",
                 ),
                 rows,
