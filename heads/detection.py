@@ -126,6 +126,55 @@ def _not_small(boxes: Tensor, min_size: float) -> Tensor:
     )
 
 
+def _match(
+    gt_boxes: Tensor, candidates: Tensor, high: float, low: float, low_quality: bool
+) -> tuple[Tensor, Tensor]:
+    """torchvision's ``Matcher`` for one image as tensor operations (no host synchronisation):
+    ``(M,)`` index of the best-overlapping gt box and ``(M,)`` labels: 1 foreground (IoU >=
+    ``high``, or, with ``low_quality``, a candidate that is some gt box's best match, ties
+    included), 0 background (IoU < ``low``), -1 in between (ignored)."""
+    m = candidates.shape[0]
+    if gt_boxes.shape[0] == 0:  # an image without boxes: everything is background
+        zeros = torch.zeros(m, dtype=torch.int64, device=candidates.device)
+        return zeros, zeros.clone()
+    iou = box_ops.box_iou(gt_boxes, candidates)  # (G, M)
+    best, idx = iou.max(dim=0)
+    fg = best >= high
+    if low_quality:
+        fg |= (iou == iou.max(dim=1, keepdim=True).values).any(dim=0)
+    labels = torch.where(fg, 1, torch.where(best < low, 0, -1))
+    return idx, labels
+
+
+def _sample(fg: Tensor, bg: Tensor, batch: int, fraction: float) -> tuple[Tensor, Tensor]:
+    """torchvision's ``BalancedPositiveNegativeSampler`` on ``(N, M)`` masks without host
+    synchronisation: per row, a uniformly random subset of at most ``batch * fraction``
+    foreground entries, filled up to ``batch`` with random background ones."""
+    num_fg = fg.sum(1).clamp(max=int(batch * fraction))
+    num_bg = torch.minimum(bg.sum(1), batch - num_fg)
+
+    def pick(mask: Tensor, count: Tensor, k: int) -> Tensor:
+        k = min(k, mask.shape[1])
+        keys = torch.rand(mask.shape, device=mask.device).masked_fill(~mask, 2.0)
+        idx = keys.topk(k, dim=1, largest=False).indices  # the mask's entries first, shuffled
+        chosen = torch.arange(k, device=mask.device) < count[:, None]
+        return torch.zeros_like(mask).scatter(1, idx, chosen)
+
+    return pick(fg, num_fg, int(batch * fraction)), pick(bg, num_bg, batch)
+
+
+def _masked_box_loss(
+    pred: Tensor, target: Tensor, positive: Tensor, kind: str, beta: float
+) -> Tensor:
+    """``_box_loss`` summed over the ``positive`` rows only (no boolean indexing)."""
+    target = torch.where(positive[..., None], target, pred.detach())
+    if kind == "l1" or beta == 0:
+        loss = F.l1_loss(pred, target, reduction="none")
+    else:
+        loss = F.smooth_l1_loss(pred, target, beta=beta, reduction="none")
+    return torch.where(positive[..., None], loss, 0.0).sum()
+
+
 class MultiScaleRoIAlign(nn.Module):
     """RoIAlign over pyramid levels, each RoI on the level of the FPN paper's rule.
 
@@ -159,10 +208,12 @@ class MultiScaleRoIAlign(nn.Module):
     def forward(self, features: dict[str, Tensor], rois: Tensor) -> Tensor:
         feats = [features[n] for n in self.featmap_names]
         levels = self.levels(rois)
+        if not torch.jit.is_tracing():
+            return self._pool_by_level(feats, rois, levels)
         pooled = [
             roi_align(
                 f,
-                rois if torch.jit.is_tracing() else rois[levels == i],
+                rois,
                 self.output_size,
                 1.0 / s,
                 self.sampling_ratio,
@@ -170,15 +221,24 @@ class MultiScaleRoIAlign(nn.Module):
             )
             for i, (f, s) in enumerate(zip(feats, self.strides))
         ]
-        if torch.jit.is_tracing():  # every level pooled every RoI; pick per RoI (export only)
-            out = pooled[0]
-            for i in range(1, len(pooled)):
-                out = torch.where((levels == i).view(-1, 1, 1, 1), pooled[i], out)
-            return out
-        out = feats[0].new_zeros((rois.shape[0], feats[0].shape[1], *self.output_size))
-        for i, p in enumerate(pooled):
-            out[levels == i] = p.to(out.dtype)
+        # export: every level pooled every RoI, picked per RoI
+        out = pooled[0]
+        for i in range(1, len(pooled)):
+            out = torch.where((levels == i).view(-1, 1, 1, 1), pooled[i], out)
         return out
+
+    def _pool_by_level(self, feats: list[Tensor], rois: Tensor, levels: Tensor) -> Tensor:
+        """RoIs sorted by level, pooled level by level, put back in order: one host sync (the
+        level sizes) where masking each level costs two."""
+        order = levels.argsort(stable=True)
+        counts = torch.bincount(levels, minlength=len(feats)).tolist()
+        chunks = rois[order].split(counts)
+        pooled = [
+            roi_align(f, c, self.output_size, 1.0 / s, self.sampling_ratio, self.aligned)
+            for f, s, c in zip(feats, self.strides, chunks)
+        ]
+        pooled = torch.cat([p.to(feats[0].dtype) for p in pooled])
+        return torch.empty_like(pooled).index_copy_(0, order, pooled)
 
 
 def _rois(boxes: Tensor) -> Tensor:
@@ -264,8 +324,8 @@ class RPN(RegionProposalNetwork):
             keep = _nms_rows(boxes, prob, valid, self.nms_thresh, levels.expand(n, -1))
         masked = prob.masked_fill(~keep, float("-inf"))
         post = min(self.post_nms_top_n(), masked.shape[1])
-        if not torch.jit.is_tracing():  # no padding beyond the longest row (one sync)
-            post = max(min(post, int(keep.sum(1).max())), 1)
+        if not (torch.jit.is_tracing() or self.training):  # no padding beyond the longest row
+            post = max(min(post, int(keep.sum(1).max())), 1)  # (one sync; training samples)
         top_scores, idx = masked.topk(post, dim=1)
         top_boxes = boxes.gather(1, idx[..., None].expand(-1, -1, 4))
         return (
@@ -275,34 +335,35 @@ class RPN(RegionProposalNetwork):
             (objectness, deltas, anchors, num_per_level),
         )
 
-    def compute_loss(
-        self,
-        objectness: Tensor,
-        pred_bbox_deltas: Tensor,
-        labels: list[Tensor],
-        regression_targets: list[Tensor],
-    ) -> tuple[Tensor, Tensor]:
-        sampled_pos, sampled_neg = self.fg_bg_sampler(labels)
-        pos = torch.where(torch.cat(sampled_pos, dim=0))[0]
-        neg = torch.where(torch.cat(sampled_neg, dim=0))[0]
-        sampled = torch.cat([pos, neg], dim=0)
-        labels_t = torch.cat(labels, dim=0)
-        targets = torch.cat(regression_targets, dim=0)
-        box_loss = _box_loss(
-            pred_bbox_deltas[pos], targets[pos], self.cfg.box_loss, self.cfg.smooth_l1_beta
-        ) / max(sampled.numel(), 1)
-        obj_loss = F.binary_cross_entropy_with_logits(
-            objectness.flatten()[sampled], labels_t[sampled]
-        )
-        return obj_loss, box_loss
-
     def losses(self, raw, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        """torchvision's RPN losses (same matching, sampling and normalisation) computed for
+        the whole batch as tensor operations, without host synchronisation."""
         objectness, deltas, anchors, _ = raw
-        anchor_list = [anchors] * len(targets)
-        labels, matched = self.assign_targets_to_anchors(anchor_list, targets)
-        regression_targets = self.box_coder.encode(matched, anchor_list)
-        obj, box = self.compute_loss(objectness, deltas, labels, regression_targets)
-        return {"loss_objectness": obj, "loss_rpn_box_reg": box}
+        n = len(targets)
+        matches = [
+            _match(t["boxes"], anchors, self.proposal_matcher.high_threshold,
+                   self.proposal_matcher.low_threshold, True)
+            for t in targets
+        ]  # fmt: skip
+        labels = torch.stack([lab for _, lab in matches])  # (N, A)
+        matched = torch.stack(
+            [t["boxes"][idx] if t["boxes"].shape[0] else torch.zeros_like(anchors)
+             for t, (idx, _) in zip(targets, matches)]
+        )  # fmt: skip
+        fg, bg = _sample(labels == 1, labels == 0, self.fg_bg_sampler.batch_size_per_image,
+                         self.fg_bg_sampler.positive_fraction)  # fmt: skip
+        sampled = fg | bg
+        count = sampled.sum().clamp(min=1)
+        targets_t = self.box_coder.encode_single(matched.view(-1, 4), anchors.repeat(n, 1))
+        box = _masked_box_loss(deltas.view(n, -1, 4), targets_t.view(n, -1, 4), fg,
+                               self.cfg.box_loss, self.cfg.smooth_l1_beta)  # fmt: skip
+        obj = F.binary_cross_entropy_with_logits(
+            objectness.view(n, -1), fg.to(objectness.dtype), reduction="none"
+        )
+        return {
+            "loss_objectness": torch.where(sampled, obj, 0.0).sum() / count,
+            "loss_rpn_box_reg": box / count,
+        }
 
 
 class BoxHeads(RoIHeads):
@@ -336,25 +397,56 @@ class BoxHeads(RoIHeads):
         return class_logits.float(), box_regression.float()
 
     def losses(
-        self, features: dict[str, Tensor], proposals: list[Tensor], targets: list[dict[str, Tensor]]
+        self,
+        features: dict[str, Tensor],
+        proposals: Tensor,
+        proposal_valid: Tensor,
+        targets: list[dict[str, Tensor]],
     ) -> dict[str, Tensor]:
-        proposals, _, labels, regression_targets = self.select_training_samples(proposals, targets)
-        rois = torch.cat(
-            [torch.cat([torch.full_like(p[:, :1], i), p], 1) for i, p in enumerate(proposals)]
-        )
+        """torchvision's box-head losses (gt boxes added to the proposals, same matching,
+        sampling and normalisation) on padded ``(N, P, 4)`` proposals, without host
+        synchronisation (one for heads with BatchNorm, which must not see padding)."""
+        gmax = max(t["boxes"].shape[0] for t in targets)
+        cands, valids, labels, matched = [], [], [], []
+        for i, t in enumerate(targets):
+            g = t["boxes"].shape[0]
+            pad = gmax - g
+            cand = torch.cat([proposals[i], t["boxes"].to(proposals.dtype)])  # (P + G, 4)
+            idx, lab = _match(t["boxes"], cand, self.proposal_matcher.high_threshold,
+                              self.proposal_matcher.low_threshold, False)  # fmt: skip
+            gt_labels = t["labels"][idx] if g else torch.zeros_like(idx)
+            cands.append(F.pad(cand, (0, 0, 0, pad)))
+            valids.append(
+                F.pad(torch.cat([proposal_valid[i], proposal_valid.new_ones(g)]), (0, pad))
+            )
+            labels.append(F.pad(torch.where(lab == 1, gt_labels, lab), (0, pad), value=-1))
+            matched.append(F.pad(t["boxes"][idx] if g else torch.zeros_like(cand), (0, 0, 0, pad)))
+        cand, valid = torch.stack(cands), torch.stack(valids)
+        labels = torch.stack(labels).masked_fill(~valid, -1)
+        fg, bg = _sample(labels > 0, labels == 0, self.fg_bg_sampler.batch_size_per_image,
+                         self.fg_bg_sampler.positive_fraction)  # fmt: skip
+        sampled = fg | bg
+        k = min(self.fg_bg_sampler.batch_size_per_image, sampled.shape[1])
+        slot = (~sampled).to(torch.uint8).argsort(dim=1, stable=True)[:, :k]  # sampled first
+        used = sampled.gather(1, slot).reshape(-1)
+        boxes = cand.gather(1, slot[..., None].expand(-1, -1, 4))
+        gt = torch.stack(matched).gather(1, slot[..., None].expand(-1, -1, 4)).reshape(-1, 4)
+        labels = labels.gather(1, slot).reshape(-1).masked_fill(~used, 0)
+        rois = _rois(boxes)
+        if self.cfg.head_norm:  # BatchNorm statistics over the sampled RoIs only
+            rois, labels, gt, used = rois[used], labels[used], gt[used], used[used]
         class_logits, box_regression = self._predict(features, rois)
-        labels_t = torch.cat(labels, dim=0)
-        targets_t = torch.cat(regression_targets, dim=0)
-        cls_loss = F.cross_entropy(class_logits, labels_t)
-        pos = torch.where(labels_t > 0)[0]
+        count = used.sum().clamp(min=1)
+        cls = F.cross_entropy(class_logits, labels, reduction="none")
+        targets_t = self.box_coder.encode_single(gt, rois[:, 1:])
         box_regression = box_regression.reshape(box_regression.shape[0], -1, 4)
-        box_loss = _box_loss(
-            box_regression[pos, labels_t[pos]],
-            targets_t[pos],
-            self.cfg.box_loss,
-            self.cfg.smooth_l1_beta,
-        )
-        return {"loss_classifier": cls_loss, "loss_box_reg": box_loss / max(labels_t.numel(), 1)}
+        pred = box_regression.gather(1, labels.view(-1, 1, 1).expand(-1, 1, 4)).squeeze(1)
+        box = _masked_box_loss(pred, targets_t, used & (labels > 0), self.cfg.box_loss,
+                               self.cfg.smooth_l1_beta)  # fmt: skip
+        return {
+            "loss_classifier": torch.where(used, cls, 0.0).sum() / count,
+            "loss_box_reg": box / count,
+        }
 
     def detect(
         self,
@@ -505,8 +597,7 @@ class FasterRCNN(nn.Module):
                 list(features.values()), tuple(batch.tensors.shape[-2:]), sizes, self.nms_impl
             )
             losses = self.rpn.losses(raw, targets)
-            proposal_list = [proposals[i][valid[i]] for i in range(len(proposals))]
-            return losses | self.roi_heads.losses(features, proposal_list, targets)
+            return losses | self.roi_heads.losses(features, proposals, valid, targets)
         originals = [tuple(img.shape[-2:]) for img in images]
         batch = self._batch(self._to_unit(images), resize=True)
         boxes, scores, labels, valid = self.detect(

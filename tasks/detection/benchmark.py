@@ -212,7 +212,6 @@ def bench_models(
                 "labels": torch.randint(1, 91, (6,), generator=gen).to(device),
             }
         )
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     unit = [img / 255 for img in images]
 
     def timed(fn, n):
@@ -226,7 +225,8 @@ def bench_models(
             torch.cuda.synchronize()
         return n * batch / (time.perf_counter() - t0)
 
-    def train_step(model, inputs):
+    def train_step(model, inputs, amp):
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
         opt = torch.optim.SGD(
             [p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9
         )
@@ -243,7 +243,9 @@ def bench_models(
 
         return step
 
-    def infer(model, inputs):
+    def infer(model, inputs, amp):
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+
         def run():
             model.eval()
             with (
@@ -254,20 +256,25 @@ def bench_models(
 
         return run
 
+    runs = [
+        ("torchvision fasterrcnn_resnet50_fpn", tv, unit, amp),
+        ("resvision FasterRCNN (same weights)", ours, images, amp),
+    ]
+    if device.type == "cuda":  # the runtime options --amp bf16 --set runtime.channels_last=true
+        runs.append(("resvision, bf16 + channels_last", ours, images, "bf16+cl"))
     rows = []
-    for name, model, inputs in (
-        ("torchvision fasterrcnn_resnet50_fpn", tv, unit),
-        ("resvision FasterRCNN (same weights)", ours, images),
-    ):
-        step = train_step(model, inputs)
+    for name, model, inputs, precision in runs:
+        if precision.endswith("+cl"):
+            model, precision = model.to(memory_format=torch.channels_last), precision[:-3]
+        step = train_step(model, inputs, precision)
         rows.append(
             [
                 name,
                 device.type,
-                amp,
+                precision,
                 f"{batch}x{size[0]}x{size[1]}",
                 timed(step, steps),
-                timed(infer(model, inputs), steps),
+                timed(infer(model, inputs, precision), steps),
                 host_syncs(step) if device.type == "cuda" else "-",
             ]
         )

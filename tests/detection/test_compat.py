@@ -110,3 +110,64 @@ def test_batched_group_nms_equals_torchvision_nms():
             idx = valid[row].nonzero().squeeze(1)
             expected = set(idx[nms(boxes[row, idx], scores[row, idx], threshold)].tolist())
             assert set(keep[row].nonzero().squeeze(1).tolist()) == expected
+
+
+@pytest.mark.parametrize(
+    "v2", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["v1", "v2"]
+)
+def test_training_losses_equal_torchvision_when_every_anchor_and_proposal_is_sampled(v2):
+    """Same weights, same images and boxes: the four training losses are torchvision's. Sampling
+    is random in both, so every anchor and proposal is sampled (batch sizes above their counts).
+    v2's box head has BatchNorm: its batch statistics must come from the sampled RoIs alone."""
+    torch.manual_seed(0)
+    build = (
+        torchvision.models.detection.fasterrcnn_resnet50_fpn_v2
+        if v2
+        else torchvision.models.detection.fasterrcnn_resnet50_fpn
+    )
+    tv = build(weights=None, weights_backbone=None, num_classes=91, min_size=256, max_size=320)
+    everything = 10**7
+    tv.rpn.fg_bg_sampler.batch_size_per_image = everything
+    tv.roi_heads.fg_bg_sampler.batch_size_per_image = everything
+    tv.rpn._pre_nms_top_n["training"], tv.rpn._post_nms_top_n["training"] = 600, 300
+    cfg = apply_overrides(
+        PRESETS[f"fasterrcnn_resnet50_fpn{'_v2' if v2 else ''}_torchvision"](),
+        ["model.norm=bn", "model.weights=none", "model.frozen_stages=0", f"model.rpn_batch_size_per_image={everything}",
+         f"model.box_batch_size_per_image={everything}", "model.rpn_pre_nms_top_n_train=600",
+         "model.rpn_post_nms_top_n_train=300"],
+    )  # fmt: skip
+    ours = DetectionTask().build_model(cfg)
+    ours.load_state_dict(tv.state_dict())
+    g = torch.Generator().manual_seed(3)
+    # both sizes are left unchanged by torchvision's training resize (scale factor 1)
+    images = [(torch.rand(3, 256, 320, generator=g) * 255).round(),
+              (torch.rand(3, 200, 320, generator=g) * 255).round()]  # fmt: skip
+    targets = []
+    for img, k in zip(images, (5, 3)):
+        h, w = img.shape[-2:]
+        xy = torch.rand(k, 2, generator=g) * torch.tensor([w * 0.6, h * 0.6])
+        wh = torch.rand(k, 2, generator=g) * 80 + 16
+        targets.append({"boxes": torch.cat([xy, xy + wh], 1),
+                        "labels": torch.randint(1, 91, (k,), generator=g)})  # fmt: skip
+    tv.train(), ours.train()
+    expected = tv([img / 255 for img in images], [dict(t) for t in targets])
+    for impl in ("torchvision", "batched"):
+        ours.cfg.nms_impl = impl
+        got = ours(images, [dict(t) for t in targets])
+        assert set(got) == set(expected)
+        for key in expected:
+            torch.testing.assert_close(got[key], expected[key], rtol=2e-4, atol=1e-6, msg=key)
+
+
+def test_sync_free_sampler_follows_torchvision_counts():
+    from resvision.heads.detection import _sample
+
+    g = torch.Generator().manual_seed(0)
+    fg = torch.rand(4, 1000, generator=g) < torch.tensor([[0.001], [0.05], [0.3], [0.0]])
+    bg = ~fg & (torch.rand(4, 1000, generator=g) < torch.tensor([[0.9], [0.9], [0.1], [0.0]]))
+    pos, neg = _sample(fg, bg, 256, 0.5)
+    assert not (pos & ~fg).any() and not (neg & ~bg).any()
+    assert torch.equal(pos.sum(1), fg.sum(1).clamp(max=128))
+    assert torch.equal(neg.sum(1), torch.minimum(bg.sum(1), 256 - pos.sum(1)))
+    again, _ = _sample(fg, bg, 256, 0.5)
+    assert not torch.equal(pos, again)  # a random subset, not the first entries

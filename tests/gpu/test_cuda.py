@@ -184,13 +184,18 @@ def test_each_task_trains_checkpoints_and_resumes_on_cuda(task, amp, tmp_path):
     common = [*data, "runtime.device=cuda", f"runtime.amp={amp}", "runtime.channels_last=true",
               "runtime.tensorboard=false", "runtime.progress=false", "runtime.eval_period=6",
               "runtime.checkpoint_period=3", "schedule.warmup_iterations=2"]  # fmt: skip
-    cfg = apply_overrides(preset, [*common, f"runtime.output_dir={tmp_path}", "schedule.iterations=3"])
+    cfg = apply_overrides(
+        preset, [*common, f"runtime.output_dir={tmp_path}", "schedule.iterations=3"]
+    )
     first = train(t, cfg)
     assert first.iteration == 3 and first.skipped_steps == 0
     state = load_checkpoint(tmp_path / "last.pt")
     if amp == "fp16":
         assert state.get("scaler"), "the fp16 gradient scaler state is checkpointed"
-    cfg = apply_overrides(_task_and_preset(task)[1], [*common, f"runtime.output_dir={tmp_path}", "schedule.iterations=6"])
+    cfg = apply_overrides(
+        _task_and_preset(task)[1],
+        [*common, f"runtime.output_dir={tmp_path}", "schedule.iterations=6"],
+    )
     second = train(t, cfg, resume=tmp_path / "last.pt")
     assert second.iteration == 6 and second.skipped_steps == 0
     assert second.metrics and all(math.isfinite(v) for v in second.metrics.values())
