@@ -186,13 +186,17 @@ def bench_models(
     *, batch: int, size: tuple[int, int], steps: int, amp: str, device: torch.device
 ) -> list[list]:
     import torchvision
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 
     from resvision.backbones import create_backbone
     from resvision.heads.detection import DetectorHeadConfig, FasterRCNN
 
     torch.manual_seed(0)
-    tv = torchvision.models.detection.fasterrcnn_resnet50_fpn(
-        weights=None, weights_backbone=None, num_classes=91, min_size=size[0], max_size=size[1]
+    # torchvision's model as it is trained: what fasterrcnn_resnet50_fpn builds around ImageNet
+    # weights (FrozenBatchNorm2d, stem and layer1 frozen), without the download
+    trunk = torchvision.models.resnet50(norm_layer=torchvision.ops.misc.FrozenBatchNorm2d)
+    tv = torchvision.models.detection.FasterRCNN(
+        _resnet_fpn_extractor(trunk, 3), num_classes=91, min_size=size[0], max_size=size[1]
     )
     ours = FasterRCNN(
         create_backbone("resnet50", norm="frozen_bn", frozen_stages=2),
