@@ -28,6 +28,9 @@ class FeatureSpec:
     stride: int
 
 
+_CONSTANTS: dict = {}  # (Normalization, device, dtype) -> (mean, std) tensors
+
+
 @dataclass(frozen=True)
 class Normalization:
     """How input pixels must be prepared for a set of weights.
@@ -60,8 +63,23 @@ class Normalization:
         torchvision's transforms on ``[0, 1]`` images, so results match theirs bit for bit.
         """
         x = images.float() / self.max_pixel_value
-        shape = (-1, 1, 1)
-        return (x - x.new_tensor(self.mean).view(shape)) / x.new_tensor(self.std).view(shape)
+        mean, std = self.constants(x)
+        return (x - mean) / std
+
+    def constants(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``mean`` and ``std`` as ``(C, 1, 1)`` tensors on ``like``'s device and dtype, made
+        once per device: a fresh host-to-GPU copy in every forward would make the host wait for
+        the GPU (a synchronous copy) and stall the pipeline."""
+        key = (self, like.device, like.dtype)
+        if torch.jit.is_tracing() or key not in _CONSTANTS:
+            pair = tuple(
+                torch.tensor(v, dtype=like.dtype).view(-1, 1, 1).to(like.device)
+                for v in (self.mean, self.std)
+            )
+            if torch.jit.is_tracing():
+                return pair
+            _CONSTANTS[key] = pair
+        return _CONSTANTS[key]
 
     def describe(self) -> str:
         fmt = ", ".join

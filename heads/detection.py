@@ -241,6 +241,28 @@ class MultiScaleRoIAlign(nn.Module):
         return torch.empty_like(pooled).index_copy_(0, order, pooled)
 
 
+def _sizes_tensor(sizes: list[tuple[int, int]], device: torch.device) -> Tensor:
+    """``(N, 2)`` image sizes on ``device`` without a synchronous host-to-GPU copy."""
+    t = torch.tensor(sizes, dtype=torch.int64)
+    if device.type == "cuda" and not torch.jit.is_tracing():
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def _encode(weights: tuple[float, ...], gt: Tensor, ref: Tensor) -> Tensor:
+    """torchvision's ``BoxCoder.encode_single`` (same arithmetic) with the weights as Python
+    numbers: torchvision copies them to the GPU on every call, a synchronous copy."""
+    wx, wy, ww, wh = weights
+    ex_w, ex_h = ref[:, 2] - ref[:, 0], ref[:, 3] - ref[:, 1]
+    ex_x, ex_y = ref[:, 0] + 0.5 * ex_w, ref[:, 1] + 0.5 * ex_h
+    gt_w, gt_h = gt[:, 2] - gt[:, 0], gt[:, 3] - gt[:, 1]
+    gt_x, gt_y = gt[:, 0] + 0.5 * gt_w, gt[:, 1] + 0.5 * gt_h
+    return torch.stack(
+        [wx * (gt_x - ex_x) / ex_w, wy * (gt_y - ex_y) / ex_h,
+         ww * torch.log(gt_w / ex_w), wh * torch.log(gt_h / ex_h)], dim=1,
+    )  # fmt: skip
+
+
 def _rois(boxes: Tensor) -> Tensor:
     """``(N, P, 4)`` -> ``(N * P, 5)`` with the image index first."""
     n, p = boxes.shape[:2]
@@ -273,8 +295,8 @@ class RPN(RegionProposalNetwork):
         device = features[0].device
         strides = [
             [
-                torch.tensor(padded_size[0] // g[0], device=device),
-                torch.tensor(padded_size[1] // g[1], device=device),
+                torch.full((), padded_size[0] // g[0], dtype=torch.int64, device=device),
+                torch.full((), padded_size[1] // g[1], dtype=torch.int64, device=device),
             ]
             for g in grid_sizes
         ]
@@ -354,7 +376,7 @@ class RPN(RegionProposalNetwork):
                          self.fg_bg_sampler.positive_fraction)  # fmt: skip
         sampled = fg | bg
         count = sampled.sum().clamp(min=1)
-        targets_t = self.box_coder.encode_single(matched.view(-1, 4), anchors.repeat(n, 1))
+        targets_t = _encode(self.box_coder.weights, matched.view(-1, 4), anchors.repeat(n, 1))
         box = _masked_box_loss(deltas.view(n, -1, 4), targets_t.view(n, -1, 4), fg,
                                self.cfg.box_loss, self.cfg.smooth_l1_beta)  # fmt: skip
         obj = F.binary_cross_entropy_with_logits(
@@ -438,7 +460,7 @@ class BoxHeads(RoIHeads):
         class_logits, box_regression = self._predict(features, rois)
         count = used.sum().clamp(min=1)
         cls = F.cross_entropy(class_logits, labels, reduction="none")
-        targets_t = self.box_coder.encode_single(gt, rois[:, 1:])
+        targets_t = _encode(self.box_coder.weights, gt, rois[:, 1:])
         box_regression = box_regression.reshape(box_regression.shape[0], -1, 4)
         pred = box_regression.gather(1, labels.view(-1, 1, 1).expand(-1, 1, 4)).squeeze(1)
         box = _masked_box_loss(pred, targets_t, used & (labels > 0), self.cfg.box_loss,
@@ -577,7 +599,9 @@ class FasterRCNN(nn.Module):
     def _batch(self, images: list[Tensor], resize: bool) -> ImageList:
         out = []
         for img in images:
-            img = self.transform.normalize(img)
+            # torchvision's transform.normalize, with the constants made once per device
+            mean, std = self.normalization.constants(img)
+            img = (img - mean) / std
             if resize:
                 img, _ = self.transform.resize(img, None)
             out.append(img)
@@ -592,7 +616,7 @@ class FasterRCNN(nn.Module):
                 raise ValueError("training needs targets (boxes and labels per image)")
             batch = self._batch(self._to_unit(images), resize=False)
             features = self.backbone(batch.tensors)
-            sizes = torch.tensor(batch.image_sizes, device=batch.tensors.device)
+            sizes = _sizes_tensor(batch.image_sizes, batch.tensors.device)
             proposals, _, valid, raw = self.rpn.propose(
                 list(features.values()), tuple(batch.tensors.shape[-2:]), sizes, self.nms_impl
             )
@@ -601,7 +625,7 @@ class FasterRCNN(nn.Module):
         originals = [tuple(img.shape[-2:]) for img in images]
         batch = self._batch(self._to_unit(images), resize=True)
         boxes, scores, labels, valid = self.detect(
-            batch.tensors, torch.tensor(batch.image_sizes, device=batch.tensors.device)
+            batch.tensors, _sizes_tensor(batch.image_sizes, batch.tensors.device)
         )
         results = []
         for i, (resized, original) in enumerate(zip(batch.image_sizes, originals)):
