@@ -212,10 +212,17 @@ class Backbone(nn.Module):
             raise ValueError(f"norm policy already set to {self.norm!r}; create a new backbone")
         if policy == "frozen_bn":
             _replace_batchnorm(self, _to_frozen)
+            for conv, bn in self.conv_norm_pairs():
+                _fold(conv, bn)
         elif policy == "sync_bn":
             _replace_batchnorm(self, _to_sync)
         self.norm = policy
         return self.train(self.training)
+
+    def conv_norm_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """``(conv, norm)`` pairs where the norm directly follows the convolution in the
+        forward pass (frozen norms are folded into such convolutions). Families override."""
+        return []
 
     def freeze(self, frozen_stages: int) -> Backbone:
         """Freeze the first ``frozen_stages`` stages (1 = stem, 2 = stem + c2, .., 5 = all).
@@ -262,6 +269,38 @@ def _to_frozen(bn: _BatchNorm) -> nn.Module:
             frozen.running_mean.copy_(bn.running_mean)
             frozen.running_var.copy_(bn.running_var)
     return frozen.to(bn.weight.device if bn.affine else bn.running_mean.device)
+
+
+class _FoldedConv2d(nn.Conv2d):
+    """A convolution followed by a frozen batch norm, run as one convolution with the norm's
+    affine folded into its weight and bias at every call (so gradients reach the convolution's
+    own weight exactly as before, and weight updates or loading are seen at once). The norm
+    module stays where it was, holding its state_dict entries, and passes its input through:
+    two elementwise passes over every activation, forward and backward, disappear."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bn = self._frozen_norm
+        scale = bn.weight * (bn.running_var + bn.eps).rsqrt()  # FrozenBatchNorm2d's arithmetic
+        bias = bn.bias - bn.running_mean * scale
+        if self.bias is not None:
+            bias = bias + self.bias * scale
+        return self._conv_forward(x, self.weight * scale.view(-1, 1, 1, 1), bias)
+
+
+class _FoldedFrozenBatchNorm2d(FrozenBatchNorm2d):
+    """A frozen batch norm already applied by the convolution before it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def _fold(conv: nn.Module, bn: nn.Module) -> None:
+    if type(conv) is not nn.Conv2d or type(bn) is not FrozenBatchNorm2d:
+        return
+    conv.__class__ = _FoldedConv2d
+    # a plain attribute, not a submodule: the norm stays registered (and saved) where it is
+    object.__setattr__(conv, "_frozen_norm", bn)
+    bn.__class__ = _FoldedFrozenBatchNorm2d
 
 
 def _to_sync(bn: _BatchNorm) -> nn.Module:

@@ -12,9 +12,11 @@ stage the first block keeps the previous dilation and the others use the new one
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 
 import timm
 import torch
+from timm.models.resnet import BasicBlock, Bottleneck
 from torch import nn
 
 from .base import IMAGENET, STAGES, Backbone, FeatureSpec
@@ -100,6 +102,23 @@ class ResNet(Backbone):
 
     def _drop_level(self, name: str) -> None:
         setattr(self, f"layer{int(name[1]) - 1}", None)
+
+    def conv_norm_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """Stem conv -> bn1, every block's convN -> bnN, and each conv -> norm in Sequentials
+        (deep stems, shortcut projections)."""
+        stem = self.conv1[-1] if isinstance(self.conv1, nn.Sequential) else self.conv1
+        pairs = [(stem, self.bn1)]
+        for module in self.modules():
+            if isinstance(module, nn.Sequential):
+                kids = list(module)
+                pairs += [(a, b) for a, b in pairwise(kids) if isinstance(a, nn.Conv2d)]
+            elif isinstance(module, BasicBlock | Bottleneck):
+                pairs += [
+                    (getattr(module, f"conv{i}"), getattr(module, f"bn{i}"))
+                    for i in (1, 2, 3)
+                    if hasattr(module, f"conv{i}")
+                ]
+        return pairs
 
     def stage_modules(self) -> list[list[nn.Module]]:
         stem = [self.conv1, self.bn1, self.act1]

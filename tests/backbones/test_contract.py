@@ -104,3 +104,44 @@ def test_torch_compile_matches_eager():
     assert list(out) == ["c1", "c3"]
     for k in ref:
         torch.testing.assert_close(out[k], ref[k], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "resnet50d", "iresnet18"])
+def test_frozen_bn_folded_into_convolutions_equals_eval_mode_batch_norm(name):
+    """``frozen_bn`` runs each conv + frozen norm as one convolution: same features, same
+    gradients and the same state_dict as the unfolded network (eval-mode BatchNorm)."""
+    torch.manual_seed(0)
+    ref = create_backbone(name, out_levels=["c2", "c3", "c4", "c5"])
+    g = torch.Generator().manual_seed(1)
+    for m in ref.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.data.uniform_(0.5, 1.5, generator=g)
+            m.bias.data.normal_(0, 0.1, generator=g)
+            m.running_mean.normal_(0, 0.2, generator=g)
+            m.running_var.uniform_(0.5, 2.0, generator=g)
+    ours = create_backbone(name, weights=ref.state_dict(), norm="frozen_bn")
+    ref.eval(), ours.train()
+    folded = [m for m in ours.modules() if type(m).__name__ == "_FoldedConv2d"]
+    convs = [m for m in ours.modules() if isinstance(m, torch.nn.Conv2d)]
+    if name.startswith("iresnet"):  # pre-activation blocks (norm before conv): left alone
+        assert not folded
+        return
+    assert len(folded) == len(convs)  # every convolution of a ResNet is followed by a norm
+    x = torch.randn(2, 3, 96, 128)
+    out_ref, out = ref(x), ours(x)
+    sum(v.square().mean() for v in out_ref.values()).backward()
+    sum(v.square().mean() for v in out.values()).backward()
+
+    def rel(a, b):  # a relative error over the whole tensor: folding reassociates products
+        return float(
+            (a.detach().double() - b.detach().double()).norm() / b.detach().double().norm()
+        )
+
+    for level in out_ref:
+        assert rel(out[level], out_ref[level]) < 1e-5, level
+    grads = dict(ref.named_parameters())
+    for key, p in ours.named_parameters():
+        assert rel(p.grad, grads[key].grad) < 1e-4, key
+    assert set(ours.state_dict()) == {
+        k for k in ref.state_dict() if not k.endswith("num_batches_tracked")
+    }
