@@ -23,8 +23,6 @@ from resvision.datasets.detection import (
 from resvision.datasets.transforms import DetTrainTransform
 from resvision.heads.detection import FasterRCNN
 from resvision.tasks.engine import distributed as D
-from resvision.tasks.engine.checkpoint import load_checkpoint
-from resvision.tasks.engine.config import apply_overrides, merge
 from resvision.tasks.engine.errors import ConfigError
 from resvision.tasks.engine.loop import load_model_weights, resolve_device
 from resvision.tasks.engine.task import EvalContext, Task
@@ -251,12 +249,7 @@ class DetectionTask(Task):
     def load_for_inference(
         self, path: str | Path, *, device: str = "auto", overrides: Sequence[str] = ()
     ) -> tuple[FasterRCNN, DetConfig, dict]:
-        path = Path(path)
-        if path.is_dir() and (path / "best.pt").is_file():
-            path = path / "best.pt"
-        state = load_checkpoint(path, task=self.name)
-        cfg = apply_overrides(merge(DetConfig(), state["config"]), overrides)
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=None))
+        state, cfg = self.checkpoint_for_inference(path, overrides)
         model = self.build_model(cfg)
         load_model_weights(model, state)
         model.to(resolve_device(device)).eval()

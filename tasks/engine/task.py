@@ -49,6 +49,24 @@ class Task:
     main_metric: str = ""  # key of evaluate()'s result that selects best.pt (higher is better)
     default_preset: str = ""
 
+    def checkpoint_for_inference(
+        self, path: str | Path, overrides: Iterable[str] = ()
+    ) -> tuple[dict[str, Any], Any]:
+        """A checkpoint (a file, or a run folder's ``best.pt``) and its config with
+        ``overrides`` applied and ``model.weights`` unset (the weights come from the checkpoint)."""
+        import dataclasses
+
+        from .checkpoint import load_checkpoint
+        from .config import apply_overrides, merge
+
+        path = Path(path)
+        if path.is_dir() and (path / "best.pt").is_file():
+            path = path / "best.pt"
+        state = load_checkpoint(path, task=self.name)
+        cfg = apply_overrides(merge(self.config_class(), state["config"]), overrides)
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=None))
+        return state, cfg
+
     def presets(self) -> dict[str, Callable[[], Any]]:
         raise NotImplementedError
 

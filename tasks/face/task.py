@@ -18,8 +18,6 @@ from resvision.datasets.face import FaceFolder, RecordFaceDataset, SyntheticFace
 from resvision.heads.embedding import EmbeddingModel, build_embedding_model
 from resvision.heads.margin import ARCFACE, COSFACE, SPHEREFACE, CombinedMarginLoss, PartialFC
 from resvision.tasks.engine import distributed as D
-from resvision.tasks.engine.checkpoint import load_checkpoint
-from resvision.tasks.engine.config import apply_overrides, merge
 from resvision.tasks.engine.errors import ConfigError
 from resvision.tasks.engine.task import EvalContext, Task
 
@@ -237,12 +235,7 @@ class FaceTask(Task):
     ) -> tuple[EmbeddingModel, FaceConfig]:
         from resvision.tasks.engine.loop import resolve_device
 
-        path = Path(path)
-        if path.is_dir() and (path / "best.pt").is_file():
-            path = path / "best.pt"
-        state = load_checkpoint(path, task=self.name)
-        cfg = apply_overrides(merge(FaceConfig(), state["config"]), overrides)
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=None))
+        state, cfg = self.checkpoint_for_inference(path, overrides)
         embedder = self.build_embedder(cfg)
         weights = state["ema"]["module"] if state.get("ema") else state["model"]
         embedder.load_state_dict(

@@ -25,8 +25,6 @@ from resvision.datasets.segmentation import (
 )
 from resvision.datasets.transforms import SegTrainTransform
 from resvision.heads.segmentation import SegmentationModel, build_segmentation_model
-from resvision.tasks.engine.checkpoint import load_checkpoint
-from resvision.tasks.engine.config import apply_overrides, merge
 from resvision.tasks.engine.errors import ConfigError
 from resvision.tasks.engine.loop import load_model_weights, resolve_device
 from resvision.tasks.engine.task import EvalContext, Task
@@ -286,12 +284,7 @@ class SegmentationTask(Task):
         self, path: str | Path, *, device: str = "auto", overrides: Sequence[str] = ()
     ) -> tuple[SegmentationModel, SegConfig, dict]:
         """Model (eval mode, best weights), config and meta of a checkpoint or run folder."""
-        path = Path(path)
-        if path.is_dir() and (path / "best.pt").is_file():
-            path = path / "best.pt"
-        state = load_checkpoint(path, task=self.name)
-        cfg = apply_overrides(merge(SegConfig(), state["config"]), overrides)
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=None))
+        state, cfg = self.checkpoint_for_inference(path, overrides)
         model = self.build_model(cfg)
         load_model_weights(model, state)
         model.to(resolve_device(device)).eval()
