@@ -19,15 +19,22 @@ from torch import Tensor
 
 
 def box_iou_batched(a: Tensor, b: Tensor) -> Tensor:
-    """``a: (G, K, 4)``, ``b: (G, M, 4)`` xyxy -> ``(G, K, M)`` IoU."""
-    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    lt = torch.maximum(a[:, :, None, :2], b[:, None, :, :2])
-    rb = torch.minimum(a[:, :, None, 2:], b[:, None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    union = area_a[:, :, None] + area_b[:, None, :] - inter
-    return inter / union
+    """``a: (G, K, 4)``, ``b: (G, M, 4)`` xyxy -> ``(G, K, M)`` IoU, computed as torchvision's
+    NMS kernels compute it (same operations in the same order, so ``> threshold`` agrees bit for
+    bit), one coordinate at a time into reused ``(G, K, M)`` buffers: no ``(G, K, M, 2)``
+    temporaries, about half the memory traffic."""
+    ax1, ay1, ax2, ay2 = (a[..., i, None] for i in range(4))  # (G, K, 1)
+    bx1, by1, bx2, by2 = (b[:, None, :, i] for i in range(4))  # (G, 1, M)
+    area_a = (ax2 - ax1) * (ay2 - ay1)
+    area_b = (bx2 - bx1) * (by2 - by1)
+    inter = torch.minimum(ax2, bx2)
+    tmp = torch.maximum(ax1, bx1)
+    inter.sub_(tmp).clamp_(min=0)  # overlap width
+    torch.minimum(ay2, by2, out=tmp)
+    tmp.sub_(torch.maximum(ay1, by1)).clamp_(min=0)  # overlap height
+    inter.mul_(tmp)
+    torch.add(area_a, area_b, out=tmp)
+    return inter.div_(tmp.sub_(inter))
 
 
 def _group_nms_eager(

@@ -171,3 +171,20 @@ def test_sync_free_sampler_follows_torchvision_counts():
     assert torch.equal(neg.sum(1), torch.minimum(bg.sum(1), 256 - pos.sum(1)))
     again, _ = _sample(fg, bg, 256, 0.5)
     assert not torch.equal(pos, again)  # a random subset, not the first entries
+
+
+def test_batched_iou_is_bitwise_torchvision_box_iou():
+    from torchvision.ops import box_iou
+
+    from resvision.heads.nms import box_iou_batched
+
+    g = torch.Generator().manual_seed(0)
+    xy = (torch.rand(3, 300, 2, generator=g) * 200).round()  # integer corners: touching boxes
+    wh = (torch.rand(3, 300, 2, generator=g) * 60).round()  # and zero-area ones
+    boxes = torch.cat([xy, xy + wh], -1)
+    other = boxes.flip(1)[:, :200]
+    got = box_iou_batched(boxes, other)
+    assert torch.equal(
+        got.nan_to_num(-1),
+        torch.stack([box_iou(a, b) for a, b in zip(boxes, other)]).nan_to_num(-1),
+    )
