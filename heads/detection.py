@@ -85,12 +85,6 @@ class DetectorHeadConfig:
     batched_nms_candidates: int = 4096  # per image, before the final batched NMS
 
 
-def _box_loss(pred: Tensor, target: Tensor, kind: str, beta: float) -> Tensor:
-    if kind == "l1" or beta == 0:
-        return F.l1_loss(pred, target, reduction="sum")
-    return F.smooth_l1_loss(pred, target, beta=beta, reduction="sum")
-
-
 def _nms_rows(
     boxes: Tensor, scores: Tensor, valid: Tensor, iou: float, idxs: Tensor | None = None
 ) -> Tensor:
@@ -166,7 +160,8 @@ def _sample(fg: Tensor, bg: Tensor, batch: int, fraction: float) -> tuple[Tensor
 def _masked_box_loss(
     pred: Tensor, target: Tensor, positive: Tensor, kind: str, beta: float
 ) -> Tensor:
-    """``_box_loss`` summed over the ``positive`` rows only (no boolean indexing)."""
+    """Smooth-L1 (``beta``) or L1 box loss summed over the ``positive`` rows only (no boolean
+    indexing, so no host synchronisation)."""
     target = torch.where(positive[..., None], target, pred.detach())
     if kind == "l1" or beta == 0:
         loss = F.l1_loss(pred, target, reduction="none")

@@ -99,8 +99,14 @@ def test_arcface_torch_backbone_pth_loads_with_the_same_output(tmp_path):
         torch.testing.assert_close(model(images), expected, rtol=1e-4, atol=1e-4)
 
 
+CUDA = pytest.param(
+    "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+)
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_margin_losses_are_fp32_with_finite_gradients_at_the_extremes(dtype):
+def test_margin_losses_are_fp32_with_finite_gradients_at_the_extremes(dtype, device):
     loss = CombinedMarginLoss(64.0, **ARCFACE)
     cos = torch.tensor(
         [
@@ -109,11 +115,12 @@ def test_margin_losses_are_fp32_with_finite_gradients_at_the_extremes(dtype):
             [-1.0, 0.3, 0.2],
             [-0.9999, 0.0, 0.1],
             [0.3, 0.2, 0.1],
-        ]
+        ],
+        device=device,
     )
-    labels = torch.tensor([0, 0, 0, 0, 2])
+    labels = torch.tensor([0, 0, 0, 0, 2], device=device)
     x = cos.to(dtype).requires_grad_(True)
-    with torch.autocast("cpu", dtype=dtype):
+    with torch.autocast(device, dtype=dtype):
         out = loss(x, labels)
         value = F.cross_entropy(out, labels)
     assert out.dtype == torch.float32
