@@ -273,18 +273,50 @@ def _to_frozen(bn: _BatchNorm) -> nn.Module:
 
 class _FoldedConv2d(nn.Conv2d):
     """A convolution followed by a frozen batch norm, run as one convolution with the norm's
-    affine folded into its weight and bias at every call (so gradients reach the convolution's
-    own weight exactly as before, and weight updates or loading are seen at once). The norm
-    module stays where it was, holding its state_dict entries, and passes its input through:
-    two elementwise passes over every activation, forward and backward, disappear."""
+    affine folded into its weight and bias (so gradients reach the convolution's own weight
+    exactly as before). The norm module stays where it was, holding its state_dict entries, and
+    passes its input through: two elementwise passes over every activation, forward and
+    backward, disappear.
+
+    The norm's scale and bias (and, where no gradient is wanted, the folded weight) are kept
+    between calls in the dtype the convolution runs in, and remade when any tensor they come
+    from is modified or replaced (storage and ``_version`` are part of the key), so loading
+    weights or moving the module is seen at once while a training step launches a handful
+    fewer kernels per convolution."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bn = self._frozen_norm
-        scale = bn.weight * (bn.running_var + bn.eps).rsqrt()  # FrozenBatchNorm2d's arithmetic
-        bias = bn.bias - bn.running_mean * scale
-        if self.bias is not None:
-            bias = bias + self.bias * scale
-        return self._conv_forward(x, self.weight * scale.view(-1, 1, 1, 1), bias)
+        if self.bias is not None or torch.compiler.is_compiling():
+            scale = bn.weight * (bn.running_var + bn.eps).rsqrt()  # FrozenBatchNorm2d's
+            bias = bn.bias - bn.running_mean * scale
+            if self.bias is not None:
+                bias = bias + self.bias * scale
+            return self._conv_forward(x, self.weight * scale.view(-1, 1, 1, 1), bias)
+        device = x.device.type
+        dtype = (
+            torch.get_autocast_dtype(device)
+            if torch.is_autocast_enabled(device)
+            else self.weight.dtype
+        )
+        frozen = not (self.weight.requires_grad and torch.is_grad_enabled())
+        sources = (bn.weight, bn.bias, bn.running_mean, bn.running_var)
+        if frozen:
+            sources += (self.weight,)
+        key = (x.device, dtype, frozen, *((t.data_ptr(), t._version) for t in sources))
+        cached = self.__dict__.get("_fold_cache")
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                scale = bn.weight * (bn.running_var + bn.eps).rsqrt()
+                bias = (bn.bias - bn.running_mean * scale).to(dtype)
+                weight = (self.weight * scale.view(-1, 1, 1, 1)).to(dtype) if frozen else None
+            # the sources' storage is held with the result, so no new tensor can take its
+            # address while the key names it
+            cached = (key, scale.view(-1, 1, 1, 1), bias, weight, [t.detach() for t in sources])
+            self.__dict__["_fold_cache"] = cached
+        _, scale, bias, weight, _ = cached
+        if weight is None:
+            weight = self.weight * scale
+        return self._conv_forward(x, weight, bias)
 
 
 class _FoldedFrozenBatchNorm2d(FrozenBatchNorm2d):

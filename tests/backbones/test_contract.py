@@ -106,19 +106,66 @@ def test_torch_compile_matches_eager():
         torch.testing.assert_close(out[k], ref[k], rtol=1e-4, atol=1e-4)
 
 
+def _random_norm_statistics(model, seed):
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.data.uniform_(0.5, 1.5, generator=g)
+            m.bias.data.normal_(0, 0.1, generator=g)
+            m.running_mean.normal_(0, 0.2, generator=g)
+            m.running_var.uniform_(0.5, 2.0, generator=g)
+
+
+def _rel(a, b):  # a relative error over the whole tensor: folding reassociates products
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).norm() / b.norm())
+
+
+def test_folded_norm_cache_follows_loading_buffer_and_weight_changes():
+    """The folded scale, bias and frozen weights kept between calls are remade whenever a
+    tensor they come from changes: loaded weights, an edited buffer, an optimizer-style in-place
+    step on a trainable and on a frozen convolution, a call in another dtype."""
+    torch.manual_seed(0)
+    ref = create_backbone("resnet18", out_levels=["c5"]).eval()
+    _random_norm_statistics(ref, seed=1)
+    ours = create_backbone(
+        "resnet18", out_levels=["c5"], weights=ref.state_dict(), norm="frozen_bn", frozen_stages=2
+    ).train()
+    x = torch.randn(1, 3, 64, 64)
+
+    def check():
+        with torch.no_grad():
+            expected = ref(x)["c5"]
+        for grad in (False, True):  # the no-gradient call caches folded weights too
+            with torch.set_grad_enabled(grad):
+                assert _rel(ours(x)["c5"], expected) < 1e-5
+
+    check()
+    _random_norm_statistics(ref, seed=2)
+    ours.load_state_dict(
+        {k: v for k, v in ref.state_dict().items() if not k.endswith("num_batches_tracked")}
+    )
+    check()
+    with torch.no_grad():
+        ref.layer3[0].bn1.running_var.mul_(1.7)
+        ours.layer3[0].bn1.running_var.mul_(1.7)
+        for conv in ("conv1", "layer1.0.conv1", "layer4.1.conv2"):  # frozen, frozen, trainable
+            noise = torch.randn_like(ref.get_submodule(conv).weight) * 0.05
+            ref.get_submodule(conv).weight.add_(noise)
+            ours.get_submodule(conv).weight.add_(noise)
+    check()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert ours(x)["c5"].dtype == torch.bfloat16
+    check()
+
+
 @pytest.mark.parametrize("name", ["resnet18", "resnet50", "resnet50d", "iresnet18"])
 def test_frozen_bn_folded_into_convolutions_equals_eval_mode_batch_norm(name):
     """``frozen_bn`` runs each conv + frozen norm as one convolution: same features, same
     gradients and the same state_dict as the unfolded network (eval-mode BatchNorm)."""
     torch.manual_seed(0)
     ref = create_backbone(name, out_levels=["c2", "c3", "c4", "c5"])
-    g = torch.Generator().manual_seed(1)
-    for m in ref.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.weight.data.uniform_(0.5, 1.5, generator=g)
-            m.bias.data.normal_(0, 0.1, generator=g)
-            m.running_mean.normal_(0, 0.2, generator=g)
-            m.running_var.uniform_(0.5, 2.0, generator=g)
+    _random_norm_statistics(ref, seed=1)
     ours = create_backbone(name, weights=ref.state_dict(), norm="frozen_bn")
     ref.eval(), ours.train()
     folded = [m for m in ours.modules() if type(m).__name__ == "_FoldedConv2d"]
@@ -132,16 +179,11 @@ def test_frozen_bn_folded_into_convolutions_equals_eval_mode_batch_norm(name):
     sum(v.square().mean() for v in out_ref.values()).backward()
     sum(v.square().mean() for v in out.values()).backward()
 
-    def rel(a, b):  # a relative error over the whole tensor: folding reassociates products
-        return float(
-            (a.detach().double() - b.detach().double()).norm() / b.detach().double().norm()
-        )
-
     for level in out_ref:
-        assert rel(out[level], out_ref[level]) < 1e-5, level
+        assert _rel(out[level], out_ref[level]) < 1e-5, level
     grads = dict(ref.named_parameters())
     for key, p in ours.named_parameters():
-        assert rel(p.grad, grads[key].grad) < 1e-4, key
+        assert _rel(p.grad, grads[key].grad) < 1e-4, key
     assert set(ours.state_dict()) == {
         k for k in ref.state_dict() if not k.endswith("num_batches_tracked")
     }
