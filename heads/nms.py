@@ -6,7 +6,10 @@ of a padded ``(G, K)`` tensor and all groups are suppressed together: with boxes
 greedy NMS keeps box ``i`` iff no *kept* higher-scored box overlaps it by more than the
 threshold. That recursion has exactly one solution; iterating
 ``keep = valid & ~any(kept higher-scored box with IoU > t)`` from ``keep = valid`` reaches it in
-at most ``K`` steps (in practice a handful), so the result is identical to greedy NMS.
+at most ``K`` steps (in practice a handful), so the result is identical to greedy NMS. The
+overlap matrix is built once; the iterations then run over its list of overlapping pairs (a few
+small kernels each) rather than re-reading the whole ``(G, K, K)`` matrix, unless the list
+would be larger than the matrix.
 
 Exported to ONNX, the same operation becomes ONNX's own ``NonMaxSuppression`` with one batch row
 per group, so the exported graph has a dynamic batch dimension.
@@ -52,16 +55,46 @@ def _group_nms_eager(
         b = sorted_boxes[start : start + chunk]
         suppress[start : start + chunk] = (box_iou_batched(b, b) > iou_threshold) & higher
     suppress &= sorted_valid[:, None, :]
-    keep = sorted_valid
-    for step in range(k):
-        new = sorted_valid & ~(suppress & keep[:, None, :]).any(dim=2)
-        # converged iff an iteration changes nothing, and iterating past that changes nothing:
-        # comparing every 4th iteration only saves host synchronisations
-        if (step % 4 == 3 or step == k - 1) and torch.equal(new, keep):
-            break
-        keep = new
+    edges = suppress.nonzero()  # (E, 3): group, box, higher-scored box that may suppress it
+    if edges.shape[0] <= _SPARSE_EDGES_PER_BOX * g * k:
+        del suppress
+        keep = _fixed_point_sparse(sorted_valid, edges)
+    else:  # so many overlaps that the edge list would outgrow the dense matrix
+        keep = _fixed_point(sorted_valid, lambda keep: (suppress & keep[:, None, :]).any(dim=2), k)
     out = torch.zeros_like(valid)
     return out.scatter(1, order, keep)
+
+
+# Overlapping pairs are few in practice (a box overlaps its neighbours, not the image): iterating
+# over an edge list costs a few small kernels where the dense ``(G, K, K)`` pass reads it all.
+_SPARSE_EDGES_PER_BOX = 64
+
+
+def _fixed_point(valid: Tensor, suppressed, max_steps: int) -> Tensor:
+    """Iterate ``keep = valid & ~suppressed(keep)`` from ``keep = valid`` until it stops
+    changing (that is greedy NMS's result, reached in at most ``max_steps``)."""
+    keep = valid
+    for step in range(max_steps):
+        new = valid & ~suppressed(keep)
+        # converged iff an iteration changes nothing, and iterating past that changes nothing:
+        # comparing every 4th iteration only saves host synchronisations
+        if (step % 4 == 3 or step == max_steps - 1) and torch.equal(new, keep):
+            break
+        keep = new
+    return keep
+
+
+def _fixed_point_sparse(valid: Tensor, edges: Tensor) -> Tensor:
+    g, k = valid.shape
+    box = edges[:, 0] * k + edges[:, 1]
+    by = edges[:, 0] * k + edges[:, 2]
+
+    def suppressed(keep: Tensor) -> Tensor:
+        hits = torch.zeros(g * k, dtype=torch.int32, device=valid.device)
+        hits.index_add_(0, box, keep.reshape(-1)[by].int())
+        return hits.view(g, k) > 0
+
+    return _fixed_point(valid, suppressed, k)
 
 
 class _GroupNMS(torch.autograd.Function):

@@ -96,7 +96,11 @@ def test_torchvision_fasterrcnn_state_dict_gives_the_same_detections(v2, tmp_pat
                 assert_same_detections(e, o)
 
 
-def test_batched_group_nms_equals_torchvision_nms():
+@pytest.mark.parametrize("edges_per_box", [64, 0], ids=["sparse", "dense"])
+def test_batched_group_nms_equals_torchvision_nms(edges_per_box, monkeypatch):
+    """Both fixed-point iterations (over the edge list of overlapping pairs, and over the dense
+    overlap matrix where the list would be too long) give torchvision's greedy NMS."""
+    monkeypatch.setattr("resvision.heads.nms._SPARSE_EDGES_PER_BOX", edges_per_box)
     g = torch.Generator().manual_seed(0)
     groups, k = 12, 150
     xy = torch.rand(groups, k, 2, generator=g) * 100

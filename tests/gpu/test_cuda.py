@@ -67,9 +67,11 @@ def test_confusion_matrix_on_cuda_equals_cpu():
     assert cpu.compute()["mIoU"] == gpu.compute()["mIoU"]
 
 
-def test_batched_group_nms_on_cuda_equals_torchvision_nms():
+@pytest.mark.parametrize("edges_per_box", [64, 0], ids=["sparse", "dense"])
+def test_batched_group_nms_on_cuda_equals_torchvision_nms(edges_per_box, monkeypatch):
     from torchvision.ops import nms
 
+    monkeypatch.setattr("resvision.heads.nms._SPARSE_EDGES_PER_BOX", edges_per_box)
     g = torch.Generator().manual_seed(0)
     groups, k = 8, 1000  # RPN-sized rows
     xy = torch.rand(groups, k, 2, generator=g) * 600
