@@ -264,8 +264,12 @@ def bench_models(
         ("torchvision fasterrcnn_resnet50_fpn", tv, unit, amp),
         ("resvision FasterRCNN (same weights)", ours, images, amp),
     ]
-    if device.type == "cuda":  # the runtime options --amp bf16 --set runtime.channels_last=true
-        runs.append(("resvision, bf16 + channels_last", ours, images, "bf16+cl"))
+    if device.type == "cuda":  # the runtime option --set runtime.channels_last=true, and bf16
+        runs += [
+            (f"resvision, {amp} + channels_last", ours, images, f"{amp}+cl"),
+            ("resvision, bf16 + channels_last", ours, images, "bf16+cl"),
+            (f"torchvision, {amp} + channels_last", tv, unit, f"{amp}+cl"),
+        ]
     rows = []
     for name, model, inputs, precision in runs:
         if precision.endswith("+cl"):
