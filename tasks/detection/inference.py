@@ -24,7 +24,10 @@ def to_chw(image: ImageInput) -> Tensor:
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an (H, W, 3) RGB array, got shape {image.shape}")
-        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        array = np.ascontiguousarray(image)
+        if not array.flags.writeable:  # torch wants to own writable memory (no aliasing surprises)
+            array = array.copy()
+        return torch.from_numpy(array).permute(2, 0, 1)
     if isinstance(image, Tensor) and image.dim() == 3 and image.shape[0] == 3:
         return image
     raise ValueError(f"cannot use {type(image).__name__} {getattr(image, 'shape', '')} as an image")
