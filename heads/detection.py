@@ -223,8 +223,15 @@ class MultiScaleRoIAlign(nn.Module):
         return out
 
     def _pool_by_level(self, feats: list[Tensor], rois: Tensor, levels: Tensor) -> Tensor:
-        """RoIs sorted by level, pooled level by level, put back in order: one host sync (the
-        level sizes) where masking each level costs two."""
+        pooled, order = self._pool_sorted(feats, rois, levels)
+        return torch.empty_like(pooled).index_copy_(0, order, pooled)
+
+    def _pool_sorted(
+        self, feats: list[Tensor], rois: Tensor, levels: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """RoIs sorted by level and pooled level by level: one host sync (the level sizes)
+        where masking each level costs two. Returns the pooled rows in that order and the
+        order (row ``i`` is RoI ``order[i]``)."""
         order = levels.argsort(stable=True)
         counts = torch.bincount(levels, minlength=len(feats)).tolist()
         chunks = rois[order].split(counts)
@@ -232,8 +239,13 @@ class MultiScaleRoIAlign(nn.Module):
             roi_align(f, c, self.output_size, 1.0 / s, self.sampling_ratio, self.aligned)
             for f, s, c in zip(feats, self.strides, chunks)
         ]
-        pooled = torch.cat([p.to(feats[0].dtype) for p in pooled])
-        return torch.empty_like(pooled).index_copy_(0, order, pooled)
+        return torch.cat([p.to(feats[0].dtype) for p in pooled]), order
+
+    def pool_sorted(self, features: dict[str, Tensor], rois: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`forward`'s rows, not yet put back in RoI order, and the order: a head that
+        works row by row can run on them and reorder its (much smaller) outputs instead."""
+        feats = [features[n] for n in self.featmap_names]
+        return self._pool_sorted(feats, rois, self.levels(rois))
 
 
 def _sizes_tensor(sizes: list[tuple[int, int]], device: torch.device) -> Tensor:
@@ -409,9 +421,16 @@ class BoxHeads(RoIHeads):
         self.cfg = cfg
 
     def _predict(self, features: dict[str, Tensor], rois: Tensor) -> tuple[Tensor, Tensor]:
-        x = self.box_head(self.box_roi_pool(features, rois))
-        class_logits, box_regression = self.box_predictor(x)
-        return class_logits.float(), box_regression.float()
+        if torch.jit.is_tracing():
+            pooled, order = self.box_roi_pool(features, rois), None
+        else:  # the head works row by row (BatchNorm's batch statistics ignore row order)
+            pooled, order = self.box_roi_pool.pool_sorted(features, rois)
+        class_logits, box_regression = self.box_predictor(self.box_head(pooled))
+        class_logits, box_regression = class_logits.float(), box_regression.float()
+        if order is not None:  # back in RoI order: 5 numbers a class per row, not 12,544
+            class_logits = torch.empty_like(class_logits).index_copy_(0, order, class_logits)
+            box_regression = torch.empty_like(box_regression).index_copy_(0, order, box_regression)
+        return class_logits, box_regression
 
     def losses(
         self,
