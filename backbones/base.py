@@ -287,8 +287,7 @@ class _FoldedConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bn = self._frozen_norm
         if self.bias is not None or torch.compiler.is_compiling():
-            scale = bn.weight * (bn.running_var + bn.eps).rsqrt()  # FrozenBatchNorm2d's
-            bias = bn.bias - bn.running_mean * scale
+            scale, bias = _scale_and_bias(bn)
             if self.bias is not None:
                 bias = bias + self.bias * scale
             return self._conv_forward(x, self.weight * scale.view(-1, 1, 1, 1), bias)
@@ -306,8 +305,8 @@ class _FoldedConv2d(nn.Conv2d):
         cached = self.__dict__.get("_fold_cache")
         if cached is None or cached[0] != key:
             with torch.no_grad():
-                scale = bn.weight * (bn.running_var + bn.eps).rsqrt()
-                bias = (bn.bias - bn.running_mean * scale).to(dtype)
+                scale, bias = _scale_and_bias(bn)
+                bias = bias.to(dtype)
                 weight = (self.weight * scale.view(-1, 1, 1, 1)).to(dtype) if frozen else None
             # the sources' storage is held with the result, so no new tensor can take its
             # address while the key names it
@@ -317,6 +316,11 @@ class _FoldedConv2d(nn.Conv2d):
         if weight is None:
             weight = self.weight * scale
         return self._conv_forward(x, weight, bias)
+
+
+def _scale_and_bias(bn: FrozenBatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    scale = bn.weight * (bn.running_var + bn.eps).rsqrt()  # FrozenBatchNorm2d's arithmetic
+    return scale, bn.bias - bn.running_mean * scale
 
 
 class _FoldedFrozenBatchNorm2d(FrozenBatchNorm2d):
