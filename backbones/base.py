@@ -170,13 +170,31 @@ class Backbone(nn.Module):
         """Modules of each stage in order: stem, c2, c3, c4, c5 (dropped stages are empty)."""
         raise NotImplementedError
 
+    # -- what weight loading and heads read (each family declares it) ----------------------
+    embedding_head: str = "pooled"  # the face-embedding head the family is made for (heads)
+
+    @property
+    def first_conv(self) -> str:
+        """State-dict key of the input convolution's weight (adapted when ``in_channels != 3``)."""
+        raise NotImplementedError
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels the first convolution takes."""
+        return self.get_parameter(self.first_conv).shape[1]
+
+    def level_prefixes(self) -> dict[str, tuple[str, ...]]:
+        """State-dict key prefixes of the modules each level adds (``{"c2": ("layer1.",)}``)."""
+        raise NotImplementedError
+
     def head_keys(self) -> tuple[str, ...]:
         """Checkpoint key prefixes of the classifier that backbone loading drops."""
         return ("fc.",)
 
     def ignored_keys(self) -> tuple[str, ...]:
         """Checkpoint key prefixes loading skips: the classifier and the dropped stages."""
-        return self.head_keys() + tuple(f"layer{int(lv[1]) - 1}." for lv in self.dropped_levels)
+        prefixes = self.level_prefixes()
+        return self.head_keys() + tuple(p for lv in self.dropped_levels for p in prefixes[lv])
 
     def use_uniform_dilation(self) -> Backbone:
         """Give every 3x3 conv of a dilated stage the stage's dilation.

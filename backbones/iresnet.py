@@ -132,9 +132,15 @@ class IResNet(Backbone):
                 nn.init.constant_(m.weight, 1)
                 nn.init.constant_(m.bias, 0)
 
+    embedding_head = "iresnet"  # InsightFace's "E" output: flatten the fixed-size last map
+
     @property
     def first_conv(self) -> str:
         return "conv1.weight"
+
+    def level_prefixes(self) -> dict[str, tuple[str, ...]]:
+        stem = ("conv1.", "bn1.", "prelu.")
+        return {f"c{i + 1}": (stem if i == 1 else ()) + (f"layer{i}.",) for i in range(1, 5)}
 
     def _forward_level(self, name: str, x: torch.Tensor) -> torch.Tensor:
         if name == "c2":

@@ -93,6 +93,9 @@ class ResNet(Backbone):
         """State-dict key of the input convolution (adapted when ``in_channels != 3``)."""
         return "conv1.0.weight" if isinstance(self.conv1, nn.Sequential) else "conv1.weight"
 
+    def level_prefixes(self) -> dict[str, tuple[str, ...]]:
+        return {"c1": ("conv1.", "bn1."), **{f"c{i + 1}": (f"layer{i}.",) for i in range(1, 5)}}
+
     def _forward_level(self, name: str, x: torch.Tensor) -> torch.Tensor:
         if name == "c1":
             return self.act1(self.bn1(self.conv1(x)))

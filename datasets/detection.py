@@ -27,10 +27,27 @@ from .synthetic import SHAPE_CLASSES, make_scene
 log = logging.getLogger(__name__)
 
 VOC_DET_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
     "tvmonitor",
-)  # fmt: skip
+)
 BACKGROUND_NAMES = ("_background_", "__background__", "background")
 
 
@@ -78,10 +95,19 @@ class DetectionAnnotations:
             else np.zeros(0, np.int64)
         )
         return DetectionAnnotations(
-            self.file_names[idx], self.image_ids[idx], self.heights[idx], self.widths[idx],
-            np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), self.boxes[rows], self.labels[rows],
-            self.iscrowd[rows], self.areas[rows], self.category_ids, self.class_names, self.dropped_degenerate,
-        )  # fmt: skip
+            self.file_names[idx],
+            self.image_ids[idx],
+            self.heights[idx],
+            self.widths[idx],
+            np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+            self.boxes[rows],
+            self.labels[rows],
+            self.iscrowd[rows],
+            self.areas[rows],
+            self.category_ids,
+            self.class_names,
+            self.dropped_degenerate,
+        )
 
 
 def _clip_and_filter(
@@ -99,19 +125,30 @@ def _clip_and_filter(
 
 
 def _pack(
-    file_names: Sequence[str], image_ids: np.ndarray, heights: np.ndarray, widths: np.ndarray, image_of_box: np.ndarray,
-    boxes: np.ndarray, labels: np.ndarray, iscrowd: np.ndarray, areas: np.ndarray, category_ids: np.ndarray,
-    class_names: Sequence[str], source: str, min_box_size: float = 1.0,
-) -> DetectionAnnotations:  # fmt: skip
+    file_names: Sequence[str],
+    image_ids: np.ndarray,
+    heights: np.ndarray,
+    widths: np.ndarray,
+    image_of_box: np.ndarray,
+    boxes: np.ndarray,
+    labels: np.ndarray,
+    iscrowd: np.ndarray,
+    areas: np.ndarray,
+    category_ids: np.ndarray,
+    class_names: Sequence[str],
+    source: str,
+    min_box_size: float = 1.0,
+) -> DetectionAnnotations:
     boxes, ok = _clip_and_filter(
         boxes.astype(np.float32), image_of_box, heights, widths, min_box_size
     )
     dropped = int((~ok).sum())
     if dropped:
         log.warning(
-            "%s: dropped %d degenerate boxes (narrower than %g px after clipping)",
+            "%s: %d degenerate box%s (narrower than %g px after clipping) left out of training",
             source,
             dropped,
+            "" if dropped == 1 else "es",
             min_box_size,
         )
     order = np.argsort(image_of_box[ok], kind="stable")
@@ -199,7 +236,8 @@ def read_coco(path: str | os.PathLike, *, contiguous_labels: bool = True) -> Det
     else:
         if source_cat_ids.size and source_cat_ids.min() < 1:
             raise AnnotationError(
-                f"{str(path)!r}: category id 0 cannot be used as a label (0 is background); use contiguous labels"
+                f"{str(path)!r}: category id 0 cannot be used as a label (0 is background); use "
+                "contiguous labels"
             )
         label_of_cat = source_cat_ids
         by_id = {c["id"]: c["name"] for c in cats}
@@ -237,12 +275,40 @@ def read_coco(path: str | os.PathLike, *, contiguous_labels: bool = True) -> Det
     )
 
 
+def coco_ground_truth(path: str | os.PathLike) -> dict:
+    """A COCO json as evaluation reads it: the file's own images, boxes, areas and crowd flags
+    (nothing clipped or dropped: that is for training), annotation ids renumbered ``1..M``
+    (pycocotools' matching takes id 0 for "unmatched": a box with id 0 could never be found)
+    and segmentations left out (box evaluation does not read them)."""
+    path = Path(path)
+    try:
+        data = _load_json(path)
+    except FileNotFoundError:
+        raise AnnotationError(f"annotation file {str(path)!r} does not exist") from None
+    except ValueError as e:
+        raise AnnotationError(f"annotation file {str(path)!r} is not valid json: {e}") from None
+    annotations = []
+    for j, a in enumerate(data.get("annotations", [])):
+        a = {k: v for k, v in a.items() if k != "segmentation"}
+        a["id"] = j + 1
+        a.setdefault("iscrowd", 0)
+        if "area" not in a:
+            a["area"] = float(a["bbox"][2] * a["bbox"][3])
+        annotations.append(a)
+    return {
+        "images": data.get("images", []),
+        "annotations": annotations,
+        "categories": data.get("categories", []),
+    }
+
+
 def _lookup(keys: np.ndarray, values: np.ndarray, anns: list, what: str, path: Path) -> np.ndarray:
     """Index into ``keys`` of every value; an unknown value is an error naming its annotation."""
     if len(keys) == 0:
         if len(values):
             raise AnnotationError(
-                f"{str(path)!r}: annotation {anns[0].get('id')} names unknown {what} id {int(values[0])}"
+                f"{str(path)!r}: annotation {anns[0].get('id')} names unknown {what} id "
+                f"{int(values[0])}"
             )
         return np.zeros(0, np.int64)
     order = np.argsort(keys, kind="stable")
@@ -251,7 +317,8 @@ def _lookup(keys: np.ndarray, values: np.ndarray, anns: list, what: str, path: P
     if len(bad):
         j = int(bad[0])
         raise AnnotationError(
-            f"{str(path)!r}: annotation {anns[j].get('id')} names unknown {what} id {int(values[j])}"
+            f"{str(path)!r}: annotation {anns[j].get('id')} names unknown {what} id "
+            f"{int(values[j])}"
         )
     return order[pos]
 
@@ -299,9 +366,19 @@ def read_voc(
     boxes_a = np.array(boxes, np.float64).reshape(-1, 4)
     areas = (boxes_a[:, 2] - boxes_a[:, 0]) * (boxes_a[:, 3] - boxes_a[:, 1])
     return _pack(
-        files, np.arange(len(stems)), np.array(heights), np.array(widths), np.array(img_of, np.int64), boxes_a,
-        np.array(labels, np.int64), np.array(difficult, bool), areas, np.arange(1, len(class_names) + 1), class_names, str(root),
-    )  # fmt: skip
+        files,
+        np.arange(len(stems)),
+        np.array(heights),
+        np.array(widths),
+        np.array(img_of, np.int64),
+        boxes_a,
+        np.array(labels, np.int64),
+        np.array(difficult, bool),
+        areas,
+        np.arange(1, len(class_names) + 1),
+        class_names,
+        str(root),
+    )
 
 
 def synthetic_annotations(
@@ -321,10 +398,19 @@ def synthetic_annotations(
     boxes_a = np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32)
     areas = (boxes_a[:, 2] - boxes_a[:, 0]) * (boxes_a[:, 3] - boxes_a[:, 1])
     return _pack(
-        [f"synthetic_{i:06d}.png" for i in range(num_images)], np.arange(1, num_images + 1), sizes[:, 0], sizes[:, 1],
-        np.array(img_of, np.int64), boxes_a, np.array(labels, np.int64), np.zeros(len(labels), bool), areas,
-        np.arange(1, len(SHAPE_CLASSES) + 1), SHAPE_CLASSES, "synthetic",
-    )  # fmt: skip
+        [f"synthetic_{i:06d}.png" for i in range(num_images)],
+        np.arange(1, num_images + 1),
+        sizes[:, 0],
+        sizes[:, 1],
+        np.array(img_of, np.int64),
+        boxes_a,
+        np.array(labels, np.int64),
+        np.zeros(len(labels), bool),
+        areas,
+        np.arange(1, len(SHAPE_CLASSES) + 1),
+        SHAPE_CLASSES,
+        "synthetic",
+    )
 
 
 def _scene_seed(seed: int, index: int) -> int:
@@ -380,7 +466,8 @@ class DetectionDataset(Dataset):
         h, w = image.shape[:2]
         if (h, w) != (self.ann.heights[i], self.ann.widths[i]):
             raise ImageReadError(
-                f"image {str(self.root / self.ann.file_name(i))!r} is {w}x{h} but its annotation says "
+                f"image {str(self.root / self.ann.file_name(i))!r} is {w}x{h} but its annotation "
+                "says "
                 f"{self.ann.widths[i]}x{self.ann.heights[i]}; fix the json or the file"
             )
         return image
@@ -438,9 +525,15 @@ class DetectionDataset(Dataset):
             for r in range(*a.rows(i).indices(a.num_boxes)):
                 x1, y1, x2, y2 = (float(v) for v in a.boxes[r])
                 annotations.append(
-                    {"id": len(annotations) + 1, "image_id": int(a.image_ids[i]), "category_id": int(a.category_ids[a.labels[r] - 1]),
-                     "bbox": [x1, y1, x2 - x1, y2 - y1], "area": float(a.areas[r]), "iscrowd": int(a.iscrowd[r])}
-                )  # fmt: skip
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": int(a.image_ids[i]),
+                        "category_id": int(a.category_ids[a.labels[r] - 1]),
+                        "bbox": [x1, y1, x2 - x1, y2 - y1],
+                        "area": float(a.areas[r]),
+                        "iscrowd": int(a.iscrowd[r]),
+                    }
+                )
         categories = [{"id": int(c), "name": n} for c, n in zip(a.category_ids, a.class_names)]
         path = out / "instances.json"
         path.write_text(

@@ -1,12 +1,17 @@
-"""Reading images and label maps, with errors that name the file."""
+"""Reading images and label maps, with errors that name the file; what predictors accept as an
+image (paths, arrays, PIL images, tensors) and the files a command line names."""
 
 from __future__ import annotations
 
+import glob
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Union
 
 import cv2
 import numpy as np
+import torch
 from PIL import Image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -59,3 +64,72 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     if not folder.is_dir():
         raise ImageReadError(f"image folder {str(folder)!r} does not exist")
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+# -- what a predictor accepts as images --------------------------------------------------------
+ImageInput = Union[str, os.PathLike, np.ndarray, torch.Tensor, Image.Image]  # noqa: UP007
+
+
+def image_to_array(image: ImageInput) -> np.ndarray:
+    """A path, an ``(H, W, 3)`` uint8 RGB array, a PIL image or a ``(3, H, W)`` tensor ->
+    ``(H, W, 3)`` RGB array (arrays and tensors keep their dtype)."""
+    if isinstance(image, str | os.PathLike):
+        return read_rgb(image)
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    if isinstance(image, torch.Tensor):
+        if image.dim() != 3 or image.shape[0] != 3:
+            raise ValueError(f"expected a (3, H, W) tensor, got shape {tuple(image.shape)}")
+        return image.permute(1, 2, 0).cpu().numpy()
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected an (H, W, 3) RGB array, got shape {image.shape}")
+        return image
+    raise TypeError(
+        f"cannot use a {type(image).__name__} as an image: pass a path, an (H, W, 3) uint8 RGB "
+        "array, a PIL image or a (3, H, W) tensor"
+    )
+
+
+def image_to_tensor(image: ImageInput) -> torch.Tensor:
+    """A path, an ``(H, W, 3)`` uint8 RGB array, a PIL image or a ``(3, H, W)`` tensor ->
+    ``(3, H, W)`` tensor (tensors are returned as they are)."""
+    if isinstance(image, torch.Tensor):
+        if image.dim() != 3 or image.shape[0] != 3:
+            raise ValueError(f"expected a (3, H, W) tensor, got shape {tuple(image.shape)}")
+        return image
+    array = np.ascontiguousarray(image_to_array(image))
+    if not array.flags.writeable:  # torch wants to own writable memory (no aliasing surprises)
+        array = array.copy()
+    return torch.from_numpy(array).permute(2, 0, 1)
+
+
+def as_image_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
+    """One image or several: a single path, PIL image, ``(H, W, 3)`` array or ``(3, H, W)``
+    tensor becomes a list of one; an ``(N, H, W, 3)`` array or ``(N, 3, H, W)`` tensor a list of
+    N; a sequence is listed as it is."""
+    if isinstance(images, str | os.PathLike | Image.Image):
+        return [images]
+    if isinstance(images, np.ndarray | torch.Tensor):
+        return list(images) if images.ndim == 4 else [images]
+    return list(images)
+
+
+def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
+    """Files as given; folders expanded to their images (recursively, sorted); shell-style
+    patterns (``photos/*.jpg``) expanded when the shell did not."""
+    out: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            out += list_images(path)
+        elif path.is_file():
+            out.append(path)
+        elif glob.has_magic(str(item)):
+            matches = sorted(Path(m) for m in glob.glob(str(item), recursive=True))
+            out += [m for m in matches if m.is_file() and m.suffix.lower() in IMAGE_SUFFIXES]
+        else:
+            raise FileNotFoundError(f"input {str(item)!r} is neither an image file nor a folder")
+    if not out:
+        raise FileNotFoundError(f"no images found in {[str(i) for i in inputs]}")
+    return out

@@ -31,7 +31,8 @@ class RecordIOError(ValueError):
 
 
 class RecordReader:
-    """Random access to the records of ``prefix.rec`` through ``prefix.idx`` (no whole-file load)."""
+    """Random access to the records of ``prefix.rec`` through ``prefix.idx`` (no whole-file
+    load)."""
 
     def __init__(
         self, rec_path: str | os.PathLike, idx_path: str | os.PathLike | None = None
@@ -85,18 +86,21 @@ class RecordReader:
             head = f.read(8)
             if len(head) < 8:
                 raise RecordIOError(
-                    f"{str(self.rec_path)!r} is truncated: record at offset {position} has no header (file size {self.size})"
+                    f"{str(self.rec_path)!r} is truncated: record at offset {position} has no "
+                    f"header (file size {self.size})"
                 )
             magic, lrecord = struct.unpack("<II", head)
             if magic != MAGIC:
                 raise RecordIOError(
-                    f"{str(self.rec_path)!r} is corrupt: bad magic 0x{magic:08x} at offset {position} (expected 0x{MAGIC:08x})"
+                    f"{str(self.rec_path)!r} is corrupt: bad magic 0x{magic:08x} at offset "
+                    f"{position} (expected 0x{MAGIC:08x})"
                 )
             length, cflag = lrecord & _LEN_MASK, lrecord >> 29
             data = f.read(length)
             if len(data) < length:
                 raise RecordIOError(
-                    f"{str(self.rec_path)!r} is truncated: record at offset {position} needs {length} bytes, {len(data)} remain"
+                    f"{str(self.rec_path)!r} is truncated: record at offset {position} needs "
+                    f"{length} bytes, {len(data)} remain"
                 )
             f.read((-length) % 4)
             parts.append(data)
@@ -105,7 +109,8 @@ class RecordReader:
                 break
             if cflag not in (1, 2):
                 raise RecordIOError(
-                    f"{str(self.rec_path)!r} is corrupt: continuation flag {cflag} at offset {position}"
+                    f"{str(self.rec_path)!r} is corrupt: continuation flag {cflag} at offset "
+                    f"{position}"
                 )
         return _MAGIC_BYTES.join(parts)
 

@@ -22,20 +22,71 @@ from .images import IMAGE_SUFFIXES, ImageReadError, read_label_map, read_rgb
 from .synthetic import SHAPE_CLASSES, make_scene
 
 VOC_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
-    "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-    "train", "tvmonitor",
-)  # fmt: skip
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
 CITYSCAPES_CLASSES = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
-    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
-    "motorcycle", "bicycle",
-)  # fmt: skip
+    "road",
+    "sidewalk",
+    "building",
+    "wall",
+    "fence",
+    "pole",
+    "traffic light",
+    "traffic sign",
+    "vegetation",
+    "terrain",
+    "sky",
+    "person",
+    "rider",
+    "car",
+    "truck",
+    "bus",
+    "train",
+    "motorcycle",
+    "bicycle",
+)
 # Cityscapes labelIds -> trainIds (cityscapesScripts' labels.py); every other id is ignored.
 CITYSCAPES_TRAIN_IDS = {
-    7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12,
-    26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,
-}  # fmt: skip
+    7: 0,
+    8: 1,
+    11: 2,
+    12: 3,
+    13: 4,
+    17: 5,
+    19: 6,
+    20: 7,
+    21: 8,
+    22: 9,
+    23: 10,
+    24: 11,
+    25: 12,
+    26: 13,
+    27: 14,
+    28: 15,
+    31: 16,
+    32: 17,
+    33: 18,
+}
 
 
 def voc_palette(num: int = 256) -> np.ndarray:
@@ -111,7 +162,8 @@ class SegmentationDataset(Dataset):
         bad = np.unique(mask[~self._valid[mask]])
         if bad.size:
             raise ImageReadError(
-                f"mask {str(item.mask)!r} holds values {bad.tolist()[:10]} that are neither a class "
+                f"mask {str(item.mask)!r} holds values {bad.tolist()[:10]} that are neither a "
+                "class "
                 f"(0..{self.num_classes - 1}) nor the ignore label {self.ignore_index}; check "
                 "data.num_classes / class names, data.ignore_index or data.reduce_zero_label"
             )
@@ -198,9 +250,13 @@ def voc_items(root: str | os.PathLike, split: str | None) -> tuple[list[SegItem]
     else:
         stems = sorted(p.stem for p in masks_dir.glob("*.png"))
     items = [SegItem(root / "JPEGImages" / f"{s}.jpg", masks_dir / f"{s}.png", s) for s in stems]
-    names_file = root / "class_names.txt"
-    names = _class_names_file(names_file) if names_file.is_file() else VOC_CLASSES
-    return items, names
+    return items, voc_class_names(root)
+
+
+def voc_class_names(root: str | os.PathLike) -> tuple[str, ...]:
+    """``root/class_names.txt`` when present, else VOC's 21 classes."""
+    names_file = Path(root) / "class_names.txt"
+    return _class_names_file(names_file) if names_file.is_file() else VOC_CLASSES
 
 
 def cityscapes_items(

@@ -75,7 +75,8 @@ class SegTrainTransform:
 
 
 def shortest_side_scale(h: int, w: int, short: float, max_size: float) -> float:
-    """detectron2's ResizeShortestEdge: shorter side to ``short``, longer side at most ``max_size``."""
+    """detectron2's ResizeShortestEdge: shorter side to ``short``, longer side at most
+    ``max_size``."""
     scale = short / min(h, w)
     if max(h, w) * scale > max_size:
         scale = max_size / max(h, w)

@@ -66,6 +66,7 @@ def test_wheel_holds_only_resvision(tmp_path):
     assert "resvision/__init__.py" not in names  # implicit namespace package
     for sub in SUBPACKAGES:
         assert f"resvision/{sub}/__init__.py" in names
+    assert not [n for n in names if "benchmarks" in n]  # the benchmark programs stay in the tree
     local = {
         p.relative_to(REPO).as_posix() for sub in SUBPACKAGES for p in (REPO / sub).rglob("*.py")
     }
@@ -103,6 +104,116 @@ def test_imports_flow_one_way():
                     if target != sub and target not in allowed:
                         bad.append(f"{path.relative_to(REPO)} imports {name}")
     assert not bad, "\n".join(bad)
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(["resvision", *parts])
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Every library module -> the library modules it imports (at any level of the file, but
+    not under ``if TYPE_CHECKING``): ``from . import x`` names both the package and ``x``."""
+    modules = {_module_name(p): p for sub in SUBPACKAGES for p in (REPO / sub).rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        skipped = {
+            id(n)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.dump(node.test)
+            for n in ast.walk(node)
+        }
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        found = set()
+        for node in ast.walk(tree):
+            if id(node) in skipped:
+                continue
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    parts = package.split(".")
+                    base = ".".join(parts[: len(parts) - node.level + 1])
+                    target = f"{base}.{node.module}" if node.module else base
+                else:
+                    target = node.module or ""
+                found.add(target)
+                found |= {f"{target}.{a.name}" for a in node.names}
+        graph[name] = {m for m in found if m in modules and m != name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Groups of modules that import each other (strongly connected, Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycles():
+    """Inside every package imports run one way (config -> model -> inference, ...): no group of
+    modules imports each other, function-level imports included."""
+    cycles = _cycles(_import_graph())
+    assert not cycles, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in cycles)
+
+
+def test_the_cycle_check_finds_a_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _cycles(graph) == [["a", "b", "c"]]
+
+
+def test_task_packages_import_no_other_task_package():
+    """A task package uses the engine and the lower layers, never another task."""
+    tasks = {p.name for p in (REPO / "tasks").iterdir() if (p / "model.py").is_file()}
+    assert {"detection", "segmentation", "face"} <= tasks
+    bad = []
+    for name, targets in _import_graph().items():
+        parts = name.split(".")
+        if len(parts) > 2 and parts[1] == "tasks" and parts[2] in tasks:
+            for t in targets:
+                tp = t.split(".")
+                if len(tp) > 2 and tp[1] == "tasks" and tp[2] in tasks and tp[2] != parts[2]:
+                    bad.append(f"{name} imports {t}")
+    assert not bad, "\n".join(bad)
+
+
+def test_the_library_holds_no_command_line():
+    """argparse lives in tools/ (and the benchmark programs), never in the library."""
+    users = [
+        p.relative_to(REPO).as_posix()
+        for sub in ("backbones", "heads", "datasets", "tasks")
+        for p in (REPO / sub).rglob("*.py")
+        if "argparse" in _imports(p)
+    ]
+    assert not users, users
 
 
 def test_console_script_and_module_agree():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .tasks import HelpFormatter
+
 
 def backbone_rows(pattern: str = "*", output_stride: int | None = None) -> list[list[object]]:
     """One row per registered backbone: name, parameters (M), levels, mean, std.
@@ -48,7 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="list registered backbones with their levels and normalization",
         description="List registered backbones: parameters (without classifier), each level's "
         "name, channels and stride, and the input normalization of their default weights.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument(
         "pattern", nargs="?", default="*", help="shell-style name pattern, e.g. 'resnet*d'"

@@ -1,4 +1,8 @@
-"""Entry point of the ``resvision`` command (and of ``python -m resvision.tools``)."""
+"""Entry point of the ``resvision`` command (and of ``python -m resvision.tools``).
+
+The parser is built from the table in :mod:`.tasks`; building it imports no torch, so ``--help``
+answers at once. A command's work happens in its ``run`` function, which imports what it needs.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +15,29 @@ from typing import TYPE_CHECKING
 
 from resvision.tasks.engine.errors import NonFiniteLossError
 
-from . import backbones_cmd, demo, task_cmds, train_cmd
-from .tasks import task_names
-from .train_cmd import parse_dotted
+from . import backbones_cmd, demo, face_cmd, train_cmd
+from .tasks import COMMANDS, Command, HelpFormatter, command, task_names
+from .train_cmd import add_debug_argument, parse_dotted
 
 if TYPE_CHECKING:
     from resvision.tasks.engine.task import Task
 
 # Errors caused by user input: printed as one line plus a hint; --debug shows the traceback.
-USER_ERRORS = (ValueError, KeyError, FileNotFoundError, NotADirectoryError, PermissionError)
+USER_ERRORS = (
+    ValueError,
+    KeyError,
+    FileNotFoundError,
+    FileExistsError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+)
+
+VERBS = {
+    "predict": "run a trained model on images and write the results",
+    "export": "export a trained model (ONNX) and check it against PyTorch",
+    "benchmark": "time training and inference against the reference implementation",
+}
 
 
 def version() -> str:
@@ -29,28 +47,68 @@ def version() -> str:
         return "unknown (not installed)"
 
 
+def add_command(sub: argparse._SubParsersAction, name: str, cmd: Command, prog: str) -> None:
+    p = sub.add_parser(
+        name,
+        help=cmd.help,
+        description=cmd.description,
+        prog=f"{prog} {name}",
+        add_help=not cmd.passthrough,
+        formatter_class=HelpFormatter,
+    )
+    cmd.add_arguments(p)
+    if not cmd.passthrough:
+        add_debug_argument(p)
+    p.set_defaults(func=cmd.run, passthrough=cmd.passthrough)
+
+
 def build_parser(tasks: Mapping[str, Task] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="resvision",
         description="Downstream vision on residual networks: backbones, detection, "
         "segmentation and face embeddings.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"resvision {version()}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    # --debug is also accepted after the command (resvision train detection --debug)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     backbones_cmd.add_parser(sub)
-    train_cmd.add_parsers(sub, task_names(tasks))
-    task_cmds.add_parsers(sub, task_names(tasks))
+    train_cmd.add_parsers(sub, task_names(tasks), tasks)
+    for verb, text in VERBS.items():
+        p = sub.add_parser(
+            verb,
+            help=text,
+            description=f"{text[0].upper()}{text[1:]}: `resvision {verb} TASK "
+            "--help` lists the task's options.",
+        )
+        per_task = p.add_subparsers(dest="task", metavar="TASK", required=True)
+        for (v, task), _ in COMMANDS.items():
+            if v == verb:
+                add_command(per_task, task, command(verb, task), f"resvision {verb}")
+    p = sub.add_parser(
+        "face",
+        help="face pipeline: embed, search, verify, cluster, convert",
+        description="The face-embedding pipeline.",
+    )
+    face = p.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
+    for name, cmd in face_cmd.SUBCOMMANDS.items():
+        add_command(face, name, cmd, "resvision face")
     demo.add_parser(sub)
     return parser
 
 
+def _passthrough_args(argv: list[str], args: argparse.Namespace) -> list[str]:
+    """Everything after ``VERB TASK`` in the original command line."""
+    i = argv.index(args.command)
+    return argv[argv.index(args.task, i + 1) + 1 :]
+
+
 def main(argv: list[str] | None = None, *, tasks: Mapping[str, Task] | None = None) -> int:
     """Run the command line; ``tasks`` adds tasks beyond the built-in ones (tests use a toy)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(tasks)
     args, extra = parser.parse_known_args(argv)
+    if getattr(args, "passthrough", False):
+        args.args, extra = _passthrough_args(argv, args), []
     if extra and not getattr(args, "accepts_dotted", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.tasks = tasks
@@ -58,6 +116,7 @@ def main(argv: list[str] | None = None, *, tasks: Mapping[str, Task] | None = No
         level=logging.DEBUG if getattr(args, "debug", False) else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader's INFO lines
     try:
         args.dotted = parse_dotted(extra)
         return int(args.func(args) or 0)

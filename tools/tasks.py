@@ -1,31 +1,94 @@
-"""The tasks the command line knows, imported only when used (keeps `resvision --help` fast)."""
+"""The command line's table: the tasks, and which function runs each (verb, task).
+
+Everything here is a name, imported only when its command runs, so ``resvision --help`` never
+imports torch. A new task is one line in ``TASKS`` plus its lines in ``COMMANDS``.
+"""
 
 from __future__ import annotations
 
+import argparse
 import importlib
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from resvision.tasks.engine.errors import ConfigError
 
 if TYPE_CHECKING:
     from resvision.tasks.engine.task import Task
 
-BUILTIN = {
-    "detection": ("resvision.tasks.detection", "DetectionTask"),
-    "face": ("resvision.tasks.face", "FaceTask"),
-    "segmentation": ("resvision.tasks.segmentation", "SegmentationTask"),
+# task name -> its package (which holds config.PRESETS and task.<Name>Task)
+TASKS = {
+    "detection": "resvision.tasks.detection",
+    "face": "resvision.tasks.face",
+    "segmentation": "resvision.tasks.segmentation",
+}
+
+# (verb, task) -> "module:Command" in resvision.tools; train, eval and plot serve every task
+COMMANDS = {
+    ("predict", "detection"): "predict:DETECTION",
+    ("predict", "segmentation"): "predict:SEGMENTATION",
+    ("predict", "face"): "predict:FACE",
+    ("export", "detection"): "export_cmd:DETECTION",
+    ("export", "segmentation"): "export_cmd:SEGMENTATION",
+    ("export", "face"): "export_cmd:FACE",
+    ("benchmark", "detection"): "benchmark_cmd:DETECTION",
+    ("benchmark", "segmentation"): "benchmark_cmd:SEGMENTATION",
+    ("benchmark", "face"): "benchmark_cmd:FACE",
 }
 
 
 def task_names(extra: Mapping[str, Task] | None = None) -> list[str]:
-    return sorted(set(BUILTIN) | set(extra or {}))
+    return sorted(set(TASKS) | set(extra or {}))
+
+
+def task_class_name(name: str) -> str:
+    return f"{name.title().replace('-', '').replace('_', '')}Task"
 
 
 def get_task(name: str, extra: Mapping[str, Task] | None = None) -> Task:
+    """The task named ``name`` (an extra one, as the tests' toy task, or a built-in one)."""
     if extra and name in extra:
         return extra[name]
-    if name not in BUILTIN:
+    if name not in TASKS:
         raise ConfigError(f"unknown task {name!r}; choose one of {task_names(extra)}")
-    module, cls = BUILTIN[name]
-    return getattr(importlib.import_module(module), cls)()
+    module = importlib.import_module(f"{TASKS[name]}.task")
+    return getattr(module, task_class_name(name))()
+
+
+def preset_names(name: str, extra: Mapping[str, Task] | None = None) -> list[str]:
+    """The task's presets, read from its config module (no torch import)."""
+    if extra and name in extra:
+        return sorted(extra[name].presets())
+    return list(importlib.import_module(f"{TASKS[name]}.config").PRESETS)
+
+
+def command(verb: str, task: str) -> Any:
+    """The ``Command`` that runs ``resvision VERB TASK``."""
+    module, attribute = COMMANDS[(verb, task)].split(":")
+    return getattr(importlib.import_module(f"resvision.tools.{module}"), attribute)
+
+
+class Command:
+    """One ``resvision VERB TASK`` command: its help line, its options and the function that
+    runs it (``run(args) -> exit code``). Modules that define commands import nothing heavy at
+    module level: the parser is built for ``--help`` without torch."""
+
+    def __init__(
+        self, help: str, add_arguments, run, *, description: str = "", passthrough: bool = False
+    ) -> None:
+        self.help = help
+        self.description = description or help
+        self.add_arguments = add_arguments
+        self.run = run
+        self.passthrough = passthrough  # every argument after the task goes to `run` as it is
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default once: not when the help text already speaks of it, and not
+    for empty defaults (None, False, [])."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)

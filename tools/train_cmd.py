@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,8 @@ from resvision.tasks.engine.errors import ConfigError
 if TYPE_CHECKING:
     from resvision.tasks.engine.task import Task
 
-from .tasks import get_task
+from .outputs import ensure_writable
+from .tasks import HelpFormatter, get_task, preset_names
 
 
 def add_config_arguments(p: argparse.ArgumentParser) -> None:
@@ -116,7 +118,8 @@ def resolve_config(task: Task, args: argparse.Namespace, base: dict[str, Any] | 
 
 
 def parse_dotted(tokens: list[str]) -> list[str]:
-    """``["--optim.lr", "0.01", "--data.source=voc"]`` -> ``["optim.lr=0.01", "data.source=voc"]``."""
+    """``["--optim.lr", "0.01", "--data.source=voc"]`` -> ``["optim.lr=0.01",
+    "data.source=voc"]``."""
     out, i = [], 0
     while i < len(tokens):
         tok = tokens[i]
@@ -135,13 +138,23 @@ def parse_dotted(tokens: list[str]) -> list[str]:
     return out
 
 
-def add_parsers(sub: argparse._SubParsersAction, task_choices: list[str]) -> None:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+def presets_epilog(task_choices: list[str], tasks: Mapping[str, Task] | None) -> str:
+    lines = [f"{name}: {', '.join(preset_names(name, tasks))}" for name in task_choices]
+    return "presets (the first is the default): " + "; ".join(lines)
+
+
+def add_parsers(
+    sub: argparse._SubParsersAction,
+    task_choices: list[str],
+    tasks: Mapping[str, Task] | None = None,
+) -> None:
+    fmt = HelpFormatter
     p = sub.add_parser(
         "train",
         help="train a task",
         formatter_class=fmt,
         description="Train a task from a preset, a saved config and overrides.",
+        epilog=presets_epilog(task_choices, tasks),
     )
     p.add_argument("task", choices=task_choices)
     add_config_arguments(p)
@@ -153,6 +166,12 @@ def add_parsers(sub: argparse._SubParsersAction, task_choices: list[str]) -> Non
         metavar="CHECKPOINT",
         help="continue a run: a checkpoint or run folder (no value: the run folder's last.pt); "
         "its saved config is used, with this command's overrides applied",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a new run in a run folder that already holds one (its checkpoints, metrics "
+        "and plots are replaced)",
     )
     p.set_defaults(func=run_train)
 
@@ -180,7 +199,7 @@ def add_parsers(sub: argparse._SubParsersAction, task_choices: list[str]) -> Non
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from resvision.tasks.engine.checkpoint import load_checkpoint
+    from resvision.tasks.engine.checkpoint import RESUME_ORDER, load_checkpoint
     from resvision.tasks.engine.loop import train
 
     task = get_task(args.task, args.tasks)
@@ -195,11 +214,18 @@ def run_train(args: argparse.Namespace) -> int:
                 )
         else:
             resume = Path(args.resume)
-        base = load_checkpoint(resume, task=task.name)["config"]
+        base = load_checkpoint(resume, task=task.name, order=RESUME_ORDER)["config"]
     cfg = resolve_config(task, args, base)
     if args.print_config:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
         return 0
+    run_dir = Path(cfg.runtime.output_dir)
+    if resume is None and (run_dir / "last.pt").exists() and not args.overwrite:
+        raise FileExistsError(
+            f"run folder {str(run_dir)!r} already holds a run (last.pt): continue it with "
+            "--resume, replace it with --overwrite, or choose another --output-dir"
+        )
+    ensure_writable(run_dir)
     result = train(task, cfg, resume=resume)
     if result.stopped_by:
         return 130 if result.stopped_by == "SIGINT" else 143
@@ -209,7 +235,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     from resvision.tasks.engine.checkpoint import load_checkpoint
-    from resvision.tasks.engine.loop import evaluate_checkpoint
+    from resvision.tasks.engine.evaluation import evaluate_checkpoint
 
     task = get_task(args.task, args.tasks)
     state = load_checkpoint(args.checkpoint, task=task.name)

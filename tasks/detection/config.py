@@ -3,26 +3,33 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import ClassVar, Literal
 
-from resvision.backbones import BackboneConfig
-from resvision.heads.detection import DetectorHeadConfig
+from resvision.heads.detection.config import (
+    LEGACY_KEYS,
+    AnchorConfig,
+    BoxLossConfig,
+    FasterRCNNConfig,
+    RoIHeadsConfig,
+    RPNConfig,
+    TestSizeConfig,
+)
 from resvision.tasks.engine.config import OptimConfig, RuntimeConfig, ScheduleConfig
 
 DETECTRON2_SIZES = (640, 672, 704, 736, 768, 800)
 
 
 @dataclass
-class DetModelConfig(BackboneConfig, DetectorHeadConfig):
+class DetModelConfig(FasterRCNNConfig):
     """Backbone options (``backbone``, ``weights``, ``frozen_stages``, ``norm``, ...) and the
-    Faster R-CNN options. ``weights`` takes backbone weights (path or tag) or a whole detector:
-    a resvision detection checkpoint or torchvision's ``fasterrcnn_resnet50_fpn[_v2]``
-    state_dict. ``num_classes=0`` takes the number of classes from the data."""
+    Faster R-CNN options by part (``anchors``, ``rpn``, ``roi_heads``, ``box_loss``, ``test``).
+    ``weights`` takes backbone weights (path or tag) or a whole detector: a resvision detection
+    checkpoint or torchvision's ``fasterrcnn_resnet50_fpn[_v2]`` state_dict. ``num_classes=0``
+    takes the number of classes from the data."""
 
     num_classes: int = 0
     norm: str = "frozen_bn"
     frozen_stages: int = 2  # stem + c2, as detectron2 (freeze_at=2) and torchvision (3 trainable)
-    sync_bn: bool = False
 
 
 @dataclass
@@ -70,6 +77,12 @@ class DetConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
+    # keys of configs written by earlier versions
+    renamed_keys: ClassVar[dict[str, str]] = {
+        "model.sync_bn": "runtime.sync_bn",
+        **{f"model.{old}": f"model.{new}" for old, new in LEGACY_KEYS.items()},
+    }
+
 
 def faster_rcnn_r50_fpn_1x_coco() -> DetConfig:
     """detectron2's COCO-Detection/faster_rcnn_R_50_FPN_1x (box AP 37.9): 16 images per step,
@@ -78,15 +91,36 @@ def faster_rcnn_r50_fpn_1x_coco() -> DetConfig:
     frozen. The backbone starts from torchvision's ImageNet weights (detectron2 uses MSRA's)."""
     return DetConfig(
         model=DetModelConfig(
-            backbone="resnet50", weights="torchvision:IMAGENET1K_V1", box_loss="l1", smooth_l1_beta=0.0,
-            roi_aligned=True, roi_sampling_ratio=0, rpn_post_nms_top_n_train=1000,
+            backbone="resnet50",
+            weights="torchvision:IMAGENET1K_V1",
+            rpn=RPNConfig(post_nms_top_n_train=1000),
+            roi_heads=RoIHeadsConfig(aligned=True, sampling_ratio=0),
+            box_loss=BoxLossConfig(kind="l1", beta=0.0),
         ),
-        data=DetDataConfig(source="coco", train_json="data/coco/annotations/instances_train2017.json", train_images="data/coco/train2017",
-                           val_json="data/coco/annotations/instances_val2017.json", val_images="data/coco/val2017"),
-        optim=OptimConfig(name="sgd", lr=0.02, momentum=0.9, weight_decay=1e-4, reference_batch_size=16),
-        schedule=ScheduleConfig(iterations=90000, policy="multistep", steps=(60000, 80000), warmup_iterations=1000, warmup_factor=0.001),
-        runtime=RuntimeConfig(output_dir="runs/detection/faster_rcnn_r50_fpn_1x_coco", checkpoint_period=5000, eval_period=10000, log_period=20),
-    )  # fmt: skip
+        data=DetDataConfig(
+            source="coco",
+            train_json="data/coco/annotations/instances_train2017.json",
+            train_images="data/coco/train2017",
+            val_json="data/coco/annotations/instances_val2017.json",
+            val_images="data/coco/val2017",
+        ),
+        optim=OptimConfig(
+            name="sgd", lr=0.02, momentum=0.9, weight_decay=1e-4, reference_batch_size=16
+        ),
+        schedule=ScheduleConfig(
+            iterations=90000,
+            policy="multistep",
+            steps=(60000, 80000),
+            warmup_iterations=1000,
+            warmup_factor=0.001,
+        ),
+        runtime=RuntimeConfig(
+            output_dir="runs/detection/faster_rcnn_r50_fpn_1x_coco",
+            checkpoint_period=5000,
+            eval_period=10000,
+            log_period=20,
+        ),
+    )
 
 
 def faster_rcnn_r50_fpn_3x_coco() -> DetConfig:
@@ -104,12 +138,33 @@ def fasterrcnn_resnet50_fpn_torchvision() -> DetConfig:
     category ids 1..90) with its reference recipe: 26 epochs of 16 images (about 190k
     iterations), SGD 0.02, steps at epochs 16 and 22, shorter side 800."""
     return DetConfig(
-        model=DetModelConfig(backbone="resnet50", weights="torchvision:IMAGENET1K_V1", num_classes=90),
-        data=replace(faster_rcnn_r50_fpn_1x_coco().data, contiguous_labels=False, train_sizes=(800,)),
-        optim=OptimConfig(name="sgd", lr=0.02, momentum=0.9, weight_decay=1e-4, reference_batch_size=16, decay_norm_and_bias=True),
-        schedule=ScheduleConfig(iterations=190600, policy="multistep", steps=(117300, 161300), warmup_iterations=1000, warmup_factor=0.001),
-        runtime=RuntimeConfig(output_dir="runs/detection/fasterrcnn_resnet50_fpn_torchvision", checkpoint_period=5000, eval_period=7330),
-    )  # fmt: skip
+        model=DetModelConfig(
+            backbone="resnet50", weights="torchvision:IMAGENET1K_V1", num_classes=90
+        ),
+        data=replace(
+            faster_rcnn_r50_fpn_1x_coco().data, contiguous_labels=False, train_sizes=(800,)
+        ),
+        optim=OptimConfig(
+            name="sgd",
+            lr=0.02,
+            momentum=0.9,
+            weight_decay=1e-4,
+            reference_batch_size=16,
+            decay_norm_and_bias=True,
+        ),
+        schedule=ScheduleConfig(
+            iterations=190600,
+            policy="multistep",
+            steps=(117300, 161300),
+            warmup_iterations=1000,
+            warmup_factor=0.001,
+        ),
+        runtime=RuntimeConfig(
+            output_dir="runs/detection/fasterrcnn_resnet50_fpn_torchvision",
+            checkpoint_period=5000,
+            eval_period=7330,
+        ),
+    )
 
 
 def fasterrcnn_resnet50_fpn_v2_torchvision() -> DetConfig:
@@ -118,7 +173,9 @@ def fasterrcnn_resnet50_fpn_v2_torchvision() -> DetConfig:
     cfg = fasterrcnn_resnet50_fpn_torchvision()
     return replace(
         cfg,
-        model=replace(cfg.model, head_norm=True, rpn_conv_depth=2, norm="bn"),
+        model=replace(
+            cfg.model, head_norm=True, rpn=replace(cfg.model.rpn, conv_depth=2), norm="bn"
+        ),
         runtime=replace(
             cfg.runtime, output_dir="runs/detection/fasterrcnn_resnet50_fpn_v2_torchvision"
         ),
@@ -130,17 +187,44 @@ def faster_rcnn_r18_fpn_synthetic() -> DetConfig:
     for a CPU: small images (shorter side 112-160), light heads."""
     return DetConfig(
         model=DetModelConfig(
-            backbone="resnet18", norm="bn", frozen_stages=0, fpn_channels=64, anchor_sizes=(16, 32, 64, 128, 256),
-            test_min_size=144, test_max_size=224, rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=300,
-            rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=150, box_batch_size_per_image=64, box_loss="l1",
-            smooth_l1_beta=0.0, roi_aligned=True,
+            backbone="resnet18",
+            norm="bn",
+            frozen_stages=0,
+            fpn_channels=64,
+            anchors=AnchorConfig(sizes=(16, 32, 64, 128, 256)),
+            rpn=RPNConfig(
+                pre_nms_top_n_train=600,
+                post_nms_top_n_train=300,
+                pre_nms_top_n_test=300,
+                post_nms_top_n_test=150,
+            ),
+            roi_heads=RoIHeadsConfig(batch_size_per_image=64, aligned=True),
+            box_loss=BoxLossConfig(kind="l1", beta=0.0),
+            test=TestSizeConfig(min_size=144, max_size=224),
         ),
-        data=DetDataConfig(source="synthetic", train_sizes=(112, 128, 144, 160), max_size=224, batch_size=4, eval_batch_size=8, num_workers=0,
-                           synthetic_min_side=112, synthetic_max_side=176),
-        optim=OptimConfig(name="sgd", lr=0.02, momentum=0.9, weight_decay=1e-4, reference_batch_size=8),
-        schedule=ScheduleConfig(iterations=240, policy="cosine", warmup_iterations=40, warmup_factor=0.01),
-        runtime=RuntimeConfig(output_dir="runs/detection/faster_rcnn_r18_fpn_synthetic", checkpoint_period=120, eval_period=120, log_period=20),
-    )  # fmt: skip
+        data=DetDataConfig(
+            source="synthetic",
+            train_sizes=(112, 128, 144, 160),
+            max_size=224,
+            batch_size=4,
+            eval_batch_size=8,
+            num_workers=0,
+            synthetic_min_side=112,
+            synthetic_max_side=176,
+        ),
+        optim=OptimConfig(
+            name="sgd", lr=0.02, momentum=0.9, weight_decay=1e-4, reference_batch_size=8
+        ),
+        schedule=ScheduleConfig(
+            iterations=240, policy="cosine", warmup_iterations=40, warmup_factor=0.01
+        ),
+        runtime=RuntimeConfig(
+            output_dir="runs/detection/faster_rcnn_r18_fpn_synthetic",
+            checkpoint_period=120,
+            eval_period=120,
+            log_period=20,
+        ),
+    )
 
 
 PRESETS = {

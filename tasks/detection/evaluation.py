@@ -11,12 +11,15 @@ import contextlib
 import io
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from resvision.datasets.detection import DetectionAnnotations
+from resvision.tasks.engine import distributed as D
+from resvision.tasks.engine.task import Evaluator
 from resvision.tasks.table import format_table
 
 logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)  # its summary is ours to print
@@ -85,6 +88,7 @@ class COCOEvaluator:
         self,
         ann: DetectionAnnotations,
         backend: Literal["faster_coco_eval", "pycocotools"] = "faster_coco_eval",
+        ground_truth: dict | None = None,
     ) -> None:
         if backend not in ("faster_coco_eval", "pycocotools"):
             raise ValueError(
@@ -92,7 +96,9 @@ class COCOEvaluator:
             )
         self.ann = ann
         self.backend = backend
-        self.gt_dict = gt_coco_dict(ann)
+        # a COCO json's own content (datasets.detection.coco_ground_truth) when there is one:
+        # the compact annotations are clipped and filtered for training
+        self.gt_dict = ground_truth if ground_truth is not None else gt_coco_dict(ann)
         self._gt = None
         self.last_eval = None
 
@@ -145,9 +151,14 @@ class COCOEvaluator:
         return out
 
 
+def _percent(value: float) -> float | str:
+    """A COCO figure in percent; COCO's -1 (no objects of that size or class) shows as "-"."""
+    return "-" if value < 0 or np.isnan(value) else round(100 * value, 2)
+
+
 def ap_table(metrics: dict[str, float], class_names: tuple[str, ...]) -> str:
-    """The COCO summary and a per-class AP table (percent)."""
-    summary = format_table(METRICS, [[round(100 * metrics[m], 2) for m in METRICS]], floatfmt=".2f")
+    """The COCO summary and a per-class AP table (percent; "-" where COCO has no figure)."""
+    summary = format_table(METRICS, [[_percent(metrics[m]) for m in METRICS]], floatfmt=".2f")
     rows = [
         [n, round(100 * metrics[f"AP/{n}"], 2)]
         for n in class_names
@@ -162,3 +173,57 @@ def write_results(rows: np.ndarray, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(rows_to_json(rows)))
     return path
+
+
+class DetectionEvaluator(Evaluator):
+    """COCO box AP/AR of the predictions on an annotated set, gathered over ranks.
+
+    ``process(batch, results)`` takes the batch's dataset ``indices`` and one result dict per
+    image (``boxes`` xyxy in the image's pixels, ``scores``, contiguous ``labels``);
+    :meth:`write_report` writes the COCO results json and the per-class AP table.
+    """
+
+    def __init__(
+        self,
+        ann: DetectionAnnotations,
+        backend: Literal["faster_coco_eval", "pycocotools"] = "faster_coco_eval",
+        ground_truth: dict | None = None,
+    ) -> None:
+        self.ann = ann
+        self.coco = COCOEvaluator(ann, backend, ground_truth)
+        self.last_rows: np.ndarray | None = None
+        self.last_metrics: dict[str, float] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        self.rows: list[np.ndarray] = []
+
+    def process(self, batch: dict[str, Any], results: Sequence[dict]) -> None:
+        for i, r in zip(batch["indices"], results):
+            self.rows.append(
+                detections_to_rows(
+                    int(self.ann.image_ids[i]),
+                    r["boxes"].float().cpu().numpy(),
+                    r["scores"].float().cpu().numpy(),
+                    r["labels"].cpu().numpy(),
+                    self.ann.category_ids,
+                )
+            )
+
+    def evaluate(self) -> dict[str, float]:
+        local = np.concatenate(self.rows) if self.rows else np.zeros((0, 7))
+        parts = D.gather_objects(local)  # every rank's predictions before scoring
+        metrics = None
+        if D.current().is_main:
+            self.last_rows = np.concatenate(parts)
+            metrics = self.coco.evaluate(self.last_rows)
+        self.last_metrics = D.broadcast_object(metrics)
+        return self.last_metrics
+
+    def write_report(self, folder: Path) -> str | None:
+        if self.last_rows is None:
+            return None
+        write_results(self.last_rows, Path(folder) / "predictions.json")
+        table = ap_table(self.last_metrics, self.ann.class_names)
+        (Path(folder) / "ap.md").write_text(table + "\n")
+        return table

@@ -4,33 +4,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
 
-from resvision.datasets.images import read_rgb
+from resvision.datasets.images import ImageInput, as_image_list, image_to_tensor
 from resvision.heads.detection import FasterRCNN
+from resvision.tasks.engine.runtime import autocast
 
-ImageInput = str | os.PathLike | np.ndarray | Tensor
-
-
-def to_chw(image: ImageInput) -> Tensor:
-    """A path, an ``(H, W, 3)`` uint8 RGB array or a ``(3, H, W)`` tensor -> ``(3, H, W)``."""
-    if isinstance(image, str | os.PathLike):
-        image = read_rgb(image)
-    if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"expected an (H, W, 3) RGB array, got shape {image.shape}")
-        array = np.ascontiguousarray(image)
-        if not array.flags.writeable:  # torch wants to own writable memory (no aliasing surprises)
-            array = array.copy()
-        return torch.from_numpy(array).permute(2, 0, 1)
-    if isinstance(image, Tensor) and image.dim() == 3 and image.shape[0] == 3:
-        return image
-    raise ValueError(f"cannot use {type(image).__name__} {getattr(image, 'shape', '')} as an image")
+from .model import load_model
 
 
 @torch.no_grad()
@@ -66,9 +50,8 @@ def detect_images(
         boxes = torch.cat([r[i]["boxes"] for r in runs])
         scores = torch.cat([r[i]["scores"] for r in runs])
         labels = torch.cat([r[i]["labels"] for r in runs])
-        keep = batched_nms(boxes, scores, labels, model.cfg.nms_thresh)[
-            : model.cfg.detections_per_img
-        ]
+        roi = model.cfg.roi_heads
+        keep = batched_nms(boxes, scores, labels, roi.nms_thresh)[: roi.detections_per_img]
         merged.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
     return merged
 
@@ -76,7 +59,8 @@ def detect_images(
 class Detector:
     """A trained detector on images of any size.
 
-    >>> det = Detector.from_checkpoint("runs/detection/faster_rcnn_r18_fpn_synthetic")  # doctest: +SKIP
+    >>> run = "runs/detection/faster_rcnn_r18_fpn_synthetic"
+    >>> det = Detector.from_checkpoint(run)  # doctest: +SKIP
     >>> det.predict(["a.jpg"])[0]["boxes"]   # (K, 4) xyxy in the image's pixels
     """
 
@@ -87,10 +71,13 @@ class Detector:
         *,
         device: str | torch.device = "cpu",
         amp: str = "off",
+        category_ids: Sequence[int] | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.class_names = tuple(class_names)
+        # the data's own category id of each label (COCO results name categories by it)
+        self.category_ids = tuple(category_ids or range(1, len(self.class_names) + 1))
         self.amp = amp
 
     @classmethod
@@ -98,13 +85,13 @@ class Detector:
         cls, path: str | os.PathLike, *, device: str = "auto", overrides: Sequence[str] = ()
     ) -> Detector:
         """A run folder (its ``best.pt``, else ``last.pt``) or a checkpoint file."""
-        from .task import DetectionTask
-
-        model, cfg, meta = DetectionTask().load_for_inference(
-            Path(path), device=device, overrides=overrides
-        )
+        model, cfg, meta = load_model(path, device=device, overrides=overrides)
         return cls(
-            model, meta["class_names"], device=next(model.parameters()).device, amp=cfg.runtime.amp
+            model,
+            meta["class_names"],
+            device=next(model.parameters()).device,
+            amp=cfg.runtime.amp,
+            category_ids=meta.get("category_ids"),
         )
 
     @torch.no_grad()
@@ -116,18 +103,14 @@ class Detector:
         score_threshold: float = 0.0,
         tta: bool = False,
     ) -> list[dict]:
-        """Per image: ``boxes`` (K, 4) float xyxy, ``scores`` (K,), ``labels`` (K,) in 1..num_classes
-        and ``class_names`` (K,), as numpy arrays, sorted by score."""
-        if isinstance(images, str | os.PathLike | np.ndarray) or (
-            isinstance(images, Tensor) and images.dim() == 3
-        ):
-            images = [images]
-        tensors = [to_chw(img) for img in images]
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
+        """Per image (a path, an RGB array, a PIL image or a tensor, or a list of them):
+        ``boxes`` (K, 4) float xyxy, ``scores`` (K,), ``labels`` (K,) in 1..num_classes and
+        ``class_names`` (K,), as numpy arrays, sorted by score."""
+        tensors = [image_to_tensor(img) for img in as_image_list(images)]
         out = []
         for start in range(0, len(tensors), batch_size):
             chunk = [t.to(self.device) for t in tensors[start : start + batch_size]]
-            with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            with autocast(self.device, self.amp):
                 results = detect_images(self.model, chunk, tta=tta)
             for r in results:
                 keep = r["scores"] >= score_threshold

@@ -7,7 +7,9 @@ key lists the valid ones, a wrong value names the expected type.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import logging
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -18,6 +20,9 @@ from typing import Any, Literal
 import yaml
 
 from .errors import ConfigError
+from .files import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 
 # -- shared sections ---------------------------------------------------------------------------
@@ -66,6 +71,7 @@ class RuntimeConfig:
     # that are at least checkpoint_period / 10 iterations after the previous write)
     eval_period: int = 0  # iterations between evaluations; 0 = at every epoch end
     log_period: int = 20  # iterations between metric records
+    sync_bn: bool = False  # batch-norm statistics synchronised across DDP processes (CUDA)
     ema: bool = False  # keep an exponential moving average of the weights
     ema_decay: float = 0.9998
     max_nonfinite: int = 5  # consecutive non-finite losses before training stops
@@ -222,7 +228,8 @@ def set_value(cfg: Any, key: str, raw: Any, prefix: str = "") -> Any:
     if head not in names:
         where = f" in {prefix.rstrip('.')}" if prefix else ""
         raise ConfigError(
-            f"unknown config key {prefix}{key}; valid keys{where}: {', '.join(valid_keys(cfg, prefix))}"
+            f"unknown config key {prefix}{key}; valid keys{where}: "
+            f"{', '.join(valid_keys(cfg, prefix))}"
         )
     current, tp = getattr(cfg, head), _hints(type(cfg))[head]
     if rest:
@@ -243,20 +250,29 @@ def set_value(cfg: Any, key: str, raw: Any, prefix: str = "") -> Any:
     return dataclasses.replace(cfg, **{head: _coerce(value, tp, prefix + key)})
 
 
+def renamed_keys(cfg: Any) -> dict[str, str]:
+    """Old dotted keys of a config class and their new names (``renamed_keys`` on the class)."""
+    return getattr(type(cfg), "renamed_keys", {})
+
+
 def apply_overrides(cfg: Any, overrides: Iterable[str]) -> Any:
-    """Apply ``["optim.lr=0.01", "data.batch_size=4"]`` to ``cfg``."""
+    """Apply ``["optim.lr=0.01", "data.batch_size=4"]`` to ``cfg`` (old key names are accepted
+    with a warning that gives the new one)."""
     for item in overrides:
         key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise ConfigError(f"override {item!r} must look like section.key=value")
-        cfg = set_value(cfg, key.strip(), raw.strip())
+        if key in renamed_keys(cfg):
+            new = renamed_keys(cfg)[key]
+            log.warning("config key %s is now %s", key, new)
+            key = new
+        cfg = set_value(cfg, key, raw.strip())
     return cfg
 
 
 def save_yaml(cfg: Any, path: str | Path) -> None:
     """Write the fully resolved config as YAML (atomically)."""
-    from .checkpoint import atomic_write_text
-
     atomic_write_text(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
@@ -280,7 +296,15 @@ def load_yaml(cls: type, path: str | Path) -> Any:
 
 
 def merge(cfg: Any, data: Mapping[str, Any], prefix: str = "") -> Any:
-    """``cfg`` with the values of the nested mapping ``data`` applied (partial is fine)."""
+    """``cfg`` with the values of the nested mapping ``data`` applied (partial is fine).
+
+    Keys a config class lists in ``renamed_keys`` (old dotted key -> new, for files written by
+    older versions) are moved to their new place first.
+    """
+    if not prefix and renamed_keys(cfg):
+        data = copy.deepcopy(dict(data))
+        for old, new in renamed_keys(cfg).items():
+            move_key(data, old, new)
     names = [f.name for f in dataclasses.fields(cfg)]
     updates = {}
     for key, value in data.items():
@@ -295,3 +319,22 @@ def merge(cfg: Any, data: Mapping[str, Any], prefix: str = "") -> Any:
         else:
             updates[key] = _coerce(value, _hints(type(cfg))[key], prefix + key)
     return dataclasses.replace(cfg, **updates)
+
+
+def move_key(data: dict[str, Any], old: str, new: str) -> dict[str, Any]:
+    """Move the dotted key ``old`` of a nested mapping to ``new`` when it holds a value."""
+    *old_path, old_name = old.split(".")
+    source = data
+    for part in old_path:
+        source = source.get(part)
+        if not isinstance(source, dict):
+            return data
+    if old_name not in source or isinstance(source[old_name], Mapping):  # absent, or a section
+        return data
+    value = source.pop(old_name)
+    *new_path, new_name = new.split(".")
+    target = data
+    for part in new_path:
+        target = target.setdefault(part, {})
+    target.setdefault(new_name, value)
+    return data

@@ -10,6 +10,7 @@ workers or the number of ranks. Together with a batch order that is a pure funct
 from __future__ import annotations
 
 import random
+import signal
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -104,6 +105,10 @@ def _seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+    # Ctrl-C and SIGTERM reach the whole process group: the main process stops training (and
+    # then its workers); a worker that handled them too would print the warning once more each
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def make_loader(

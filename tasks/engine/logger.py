@@ -6,6 +6,7 @@ import json
 import math
 import resource
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +78,34 @@ def peak_memory_gb(device: torch.device) -> float:
         return torch.cuda.max_memory_allocated(device) / 2**30
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     return kb / 2**20 if sys.platform != "darwin" else kb / 2**30
+
+
+class ThroughputWindow:
+    """What happened since the last log record: summed loss terms of the optimizer steps taken,
+    images seen, and the time spent waiting for data."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.terms: torch.Tensor | None = None
+        self.steps = 0
+        self.images = 0
+        self.data_time = 0.0
+        self.start = time.perf_counter()
+
+    def add_step(self, terms: torch.Tensor) -> None:
+        self.terms = terms if self.terms is None else self.terms + terms
+        self.steps += 1
+
+    def mean_terms(self) -> list[float] | None:
+        """Mean of each loss term over the window's steps (None before the first step)."""
+        return (self.terms / self.steps).tolist() if self.steps else None
+
+    def rates(self, world_size: int) -> dict[str, float]:
+        """Images per second over all processes and the share of time spent waiting for data."""
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        return {
+            "images_per_s": self.images * world_size / elapsed,
+            "data_time_share": self.data_time / elapsed,
+        }

@@ -10,46 +10,45 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import random
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from . import distributed as D
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (
+    RESUME_ORDER,
+    TrainingState,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+)
 from .config import save_yaml, to_dict
-from .data import epoch_batches, eval_batches, make_loader
+from .data import epoch_batches, make_loader
 from .ema import ModelEMA
 from .errors import ConfigError, NonFiniteLossError
-from .logger import MetricsLogger, peak_memory_gb
+from .evaluation import evaluate
+from .logger import MetricsLogger, ThroughputWindow, peak_memory_gb
 from .optim import build_optimizer, build_scheduler, scaled_lr
 from .plots import plot_run
-from .task import EvalContext, Task
+from .runtime import (
+    StopSignal,
+    autocast,
+    format_duration,
+    resolve_device,
+    seed_everything,
+    to_device,
+    unwrap,
+)
+from .task import EvalContext, Evaluator, Task
 
 log = logging.getLogger("resvision.train")
-
-
-@dataclass
-class Progress:
-    """Where training stands; stored in checkpoints."""
-
-    iteration: int = 0  # optimizer steps done
-    epoch: int = 0
-    batch_in_epoch: int = 0  # loader batches of the current epoch already consumed
-    skipped_steps: int = 0  # steps skipped for a non-finite loss
-    nonfinite_in_a_row: int = 0
-    best_metric: float | None = None
-    best_iteration: int = -1
 
 
 @dataclass
@@ -62,472 +61,413 @@ class TrainResult:
     skipped_steps: int = 0
 
 
-# -- small pieces ------------------------------------------------------------------------------
-def resolve_device(spec: str, dist: D.DistInfo | None = None) -> torch.device:
-    """``auto`` -> CUDA when available (``cuda:LOCAL_RANK`` under torchrun), else CPU."""
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(spec)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"runtime.device={spec!r} but CUDA is not available; use cpu")
-        if device.index is None:
-            device = torch.device("cuda", dist.local_rank if dist else 0)
-    return device
+@dataclass
+class Run:
+    """What the loop's steps share: the task and config, the process, the run folder, the
+    evaluation set-up and its latest metrics."""
+
+    task: Task
+    cfg: Any
+    dist: D.DistInfo
+    device: torch.device
+    run_dir: Path
+    logger: MetricsLogger = field(default_factory=lambda: MetricsLogger(Path("."), enabled=False))
+    meta: dict[str, Any] = field(default_factory=dict)
+    val_set: Any = None
+    evaluator: Evaluator | None = None
+    ctx: EvalContext | None = None
+    evaluated_at: int = -1
+    metrics: dict[str, float] = field(default_factory=dict)
+    saved_at: int = -1  # iteration of the latest last.pt
+
+    def evaluate(self, state: TrainingState) -> None:
+        """Evaluate once per iteration at most (the latest metrics are kept)."""
+        if self.evaluated_at != state.progress.iteration:
+            self.evaluated_at = state.progress.iteration
+            self.metrics = run_evaluation(self, state) or self.metrics
+
+    def say(self, message: str) -> None:
+        if self.dist.is_main:
+            tqdm.write(message)
+
+    def save(self, state: TrainingState, name: str) -> None:
+        """Write ``RUN/name`` (every rank takes part: the RNG states are gathered)."""
+        if name == "last.pt":
+            self.saved_at = state.progress.iteration
+        rngs = D.gather_objects(rng_state())
+        if self.dist.is_main:
+            payload = state.to_checkpoint(
+                task=self.task.name, config=to_dict(self.cfg), rngs=rngs, meta=self.meta
+            )
+            save_checkpoint(self.run_dir / name, payload)
 
 
-def seed_everything(seed: int, deterministic: bool = False) -> None:
-    """Seed Python, NumPy and torch; ``deterministic`` also forbids nondeterministic kernels."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        # CPU kernels are deterministic; some CUDA backward kernels (RoIAlign, scatter) only
-        # exist in nondeterministic form, so on GPU this warns instead of failing.
-        torch.use_deterministic_algorithms(True, warn_only=torch.cuda.is_available())
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-
-
-def to_device(obj: Any, device: torch.device, channels_last: bool = False) -> Any:
-    """Move tensors in nested dicts/lists/tuples to ``device`` (images optionally NHWC)."""
-    if isinstance(obj, torch.Tensor):
-        obj = obj.to(device, non_blocking=True)
-        if channels_last and obj.dim() == 4:
-            obj = obj.contiguous(memory_format=torch.channels_last)
-        return obj
-    if isinstance(obj, dict):
-        return {k: to_device(v, device, channels_last and k == "images") for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return type(obj)(to_device(v, device, channels_last) for v in obj)
-    return obj
-
-
-def autocast(device: torch.device, amp: str):
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-class StopSignal:
-    """SIGINT/SIGTERM ask training to checkpoint and stop; a second SIGINT stops at once."""
-
-    def __init__(self) -> None:
-        self.received: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopSignal:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.received and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.received = signal.Signals(signum).name
-        log.warning(
-            "%s received: finishing this step, writing a checkpoint, stopping", self.received
+def build_training_state(model: nn.Module, cfg: Any, run: Run) -> TrainingState:
+    """Optimizer (learning rate scaled to the total batch), scheduler, gradient scaler, EMA."""
+    ocfg, rt = cfg.optim, cfg.runtime
+    accumulate = max(1, ocfg.accumulate_steps)
+    total_batch = cfg.data.batch_size * run.dist.world_size * accumulate
+    lr = scaled_lr(ocfg, total_batch)
+    if ocfg.auto_scale_lr and lr != ocfg.lr:
+        run.say(
+            f"lr {ocfg.lr:g} is for {ocfg.reference_batch_size} images per step; scaled to {lr:g} "
+            f"for {total_batch} ({cfg.data.batch_size} x {run.dist.world_size} processes x "
+            f"{accumulate} accumulation). --set optim.auto_scale_lr=false keeps {ocfg.lr:g}"
         )
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-def _fmt_duration(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
-
-
-# -- evaluation --------------------------------------------------------------------------------
-def evaluate(task: Task, model: nn.Module, dataset, cfg: Any, ctx: EvalContext) -> dict[str, float]:
-    """Evaluate ``model`` on ``dataset``: this rank's shard, then the task gathers and scores."""
-    batch_size = getattr(cfg.data, "eval_batch_size", None) or cfg.data.batch_size
-    batches = eval_batches(
-        len(dataset), batch_size, rank=ctx.dist.rank, world_size=ctx.dist.world_size
-    )
-    loader = make_loader(
-        dataset,
-        batches,
-        collate_fn=task.collate,
-        num_workers=cfg.data.num_workers,
-        pin_memory=ctx.device.type == "cuda",
+    optimizer = build_optimizer(model, ocfg, lr)
+    return TrainingState(
+        model=model,
+        optimizer=optimizer,
+        scheduler=build_scheduler(optimizer, cfg.schedule),
+        scaler=torch.amp.GradScaler(run.device.type, enabled=rt.amp == "fp16"),
+        ema=ModelEMA(model, rt.ema_decay) if rt.ema else None,
     )
 
-    def moved():
-        for batch in loader:
-            yield to_device(batch, ctx.device, ctx.channels_last)
 
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return task.evaluate(model, moved(), ctx)
-    finally:
-        model.train(was_training)
-
-
-# -- the loop ----------------------------------------------------------------------------------
-def train(task: Task, cfg: Any, *, resume: str | Path | None = None) -> TrainResult:
-    """Train ``task`` with ``cfg``; ``resume`` is a checkpoint (or run folder) to continue."""
-    cfg = task.finalize_config(cfg)
-    rt, sched, ocfg = cfg.runtime, cfg.schedule, cfg.optim
-    device_type = resolve_device(rt.device).type
-    dist = D.init_distributed(device_type)
-    device = resolve_device(rt.device, dist)
-    main = dist.is_main
-    run_dir = Path(rt.output_dir)
-    say = (lambda msg: tqdm.write(msg)) if main else (lambda msg: None)
-
-    state = load_checkpoint(resume, task=task.name) if resume else None
-    seed_everything(rt.seed + dist.rank, rt.deterministic)
-
-    train_set, val_set = task.build_datasets(cfg)
-    model = task.build_model(cfg).to(device)
-    if getattr(cfg.model, "sync_bn", False) and dist.enabled:
-        if device.type != "cuda":
+def prepare_model(model: nn.Module, task: Task, rt: Any, run: Run) -> tuple[nn.Module, nn.Module]:
+    """The model on the device (SyncBatchNorm, channels_last) and its DDP wrapper (or itself)."""
+    model = model.to(run.device)
+    if rt.sync_bn and run.dist.enabled:
+        if run.device.type != "cuda":
             raise ConfigError(
-                "model.sync_bn=true needs CUDA devices (torch's SyncBatchNorm has no CPU kernel); "
-                "on CPU freeze batch norm instead (frozen_bn / eval_bn)"
+                "runtime.sync_bn=true needs CUDA devices (torch's SyncBatchNorm has no CPU "
+                "kernel); on CPU freeze batch norm instead (model.norm=frozen_bn or eval_bn)"
             )
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if not run.dist.enabled:
+        return model, model
+    ignored = task.ddp_ignored_parameters(model)
+    if ignored:
+        nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+            model, ignored
+        )
+    device_ids = [run.device.index] if run.device.type == "cuda" else None
+    return model, nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
-    accumulate = max(1, ocfg.accumulate_steps)
-    total_batch = cfg.data.batch_size * dist.world_size * accumulate
-    lr = scaled_lr(ocfg, total_batch)
-    if ocfg.auto_scale_lr and lr != ocfg.lr:
-        say(
-            f"lr {ocfg.lr:g} is for {ocfg.reference_batch_size} images per step; scaled to {lr:g} "
-            f"for {total_batch} ({cfg.data.batch_size} x {dist.world_size} processes x "
-            f"{accumulate} accumulation). --set optim.auto_scale_lr=false keeps {ocfg.lr:g}"
-        )
-    optimizer = build_optimizer(model, ocfg, lr)
-    scheduler = build_scheduler(optimizer, sched)
-    scaler = torch.amp.GradScaler(device.type, enabled=rt.amp == "fp16")
-    ema = ModelEMA(model, rt.ema_decay) if rt.ema else None
-    progress = Progress()
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        if ema is not None and state.get("ema"):
-            ema.load_state_dict(state["ema"])
-        progress = Progress(**state["progress"])
-        rngs = state["rng"]
-        set_rng_state(rngs[dist.rank] if dist.rank < len(rngs) else rngs[0])
-        say(
-            f"resumed from {state['path']} at iteration {progress.iteration} (epoch {progress.epoch}, batch {progress.batch_in_epoch})"
+
+def train_step(
+    task: Task,
+    ddp: nn.Module,
+    batch: dict[str, Any],
+    state: TrainingState,
+    run: Run,
+    *,
+    accumulate: int,
+    sync: bool,
+    skip_backward: bool,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, bool]:
+    """One micro-batch: forward under autocast, the loss terms on the host, and (when every
+    rank's loss is finite and the window is not already bad) the scaled backward pass.
+    ``sync=False`` skips DDP's gradient all-reduce (accumulation). Returns the losses, their
+    values ``(T,)`` on the CPU and whether they were finite on every rank."""
+    no_sync = ddp.no_sync() if run.dist.enabled and not sync else contextlib.nullcontext()
+    with no_sync:
+        with autocast(run.device, run.cfg.runtime.amp):
+            losses = task.training_losses(ddp, batch)
+        loss = sum(losses.values())
+        terms = torch.stack([v.detach().float() for v in losses.values()]).cpu()
+        finite = bool(torch.isfinite(terms).all())
+        if run.dist.enabled:
+            finite = not D.any_rank(not finite, run.device)
+        if finite and not skip_backward:
+            state.scaler.scale(loss / accumulate).backward()
+    return losses, terms, finite
+
+
+def optimizer_step(state: TrainingState, clip_grad_norm: float | None) -> None:
+    """Unscale and clip (optionally), step, update the scaler and the EMA."""
+    if clip_grad_norm:
+        state.scaler.unscale_(state.optimizer)
+        trainable = [p for p in state.model.parameters() if p.requires_grad]
+        torch.nn.utils.clip_grad_norm_(trainable, clip_grad_norm)
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    state.optimizer.zero_grad(set_to_none=True)
+    if state.ema is not None:
+        state.ema.update(state.model)
+
+
+def skip_step(state: TrainingState, losses: dict, terms: torch.Tensor, run: Run) -> None:
+    """A step whose loss was not finite: drop the gradients, count it, stop after too many."""
+    progress, rt = state.progress, run.cfg.runtime
+    lr = state.optimizer.defaults["lr"]  # the peak (batch-scaled) learning rate
+    state.optimizer.zero_grad(set_to_none=True)
+    progress.skipped_steps += 1
+    progress.nonfinite_in_a_row += 1
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in zip(losses, terms.tolist()))
+    run.say(f"iteration {progress.iteration}: non-finite loss ({shown}); step skipped")
+    if progress.nonfinite_in_a_row >= rt.max_nonfinite:
+        raise NonFiniteLossError(
+            f"training stopped at iteration {progress.iteration}: the loss was non-finite for "
+            f"{progress.nonfinite_in_a_row} consecutive steps ({shown}). Try a lower learning "
+            f"rate (--set optim.lr={lr / 10:g}), fp32 (--amp off), or gradient clipping "
+            "(--set optim.clip_grad_norm=10)"
         )
 
-    ddp = model
-    if dist.enabled:
-        ignored = task.ddp_ignored_parameters(model)
-        if ignored:
-            nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
-                model, ignored
-            )
-        ddp = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_yaml(cfg, run_dir / "config.yaml")
-    logger = MetricsLogger(run_dir, enabled=main, tensorboard=rt.tensorboard)
-    if state is not None:
-        logger.truncate_after(progress.iteration)
-    meta = task.checkpoint_meta(cfg, train_set)
-    ctx = EvalContext(
-        device=device,
-        amp=rt.amp,
-        dist=dist,
-        run_dir=run_dir,
-        channels_last=rt.channels_last,
-        cfg=cfg,
+
+def log_record(
+    run: Run, state: TrainingState, window: ThroughputWindow, names: list[str], lr: float
+) -> dict[str, Any]:
+    """The metrics record of the window since the last one (losses averaged over ranks)."""
+    progress = state.progress
+    record: dict[str, Any] = {"iteration": progress.iteration, "epoch": progress.epoch, "lr": lr}
+    mean = window.mean_terms()
+    if mean is not None:
+        record |= D.all_reduce_mean(dict(zip(names, mean)) | {"loss": sum(mean)}, run.device)
+    record |= window.rates(run.dist.world_size) | {
+        "peak_memory_gb": peak_memory_gb(run.device),
+        "skipped_steps": progress.skipped_steps,
+    }
+    return record
+
+
+def describe(record: dict[str, Any]) -> str:
+    return (
+        f"loss {record.get('loss', float('nan')):.4f} lr {record['lr']:.3g} "
+        f"{record['images_per_s']:.1f} img/s data {100 * record['data_time_share']:.0f}% "
+        f"mem {record['peak_memory_gb']:.2f} GB"
     )
-    group_ids = task.group_ids(train_set)
-    trainable = [p for p in model.parameters() if p.requires_grad]
 
-    saved_at = {"last.pt": progress.iteration}
 
-    def checkpoint(name: str) -> None:
-        saved_at[name] = progress.iteration
-        rngs = D.gather_objects(rng_state())
-        if not main:
-            return
-        save_checkpoint(
-            run_dir / name,
-            {
-                "task": task.name,
-                "config": to_dict(cfg),
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "ema": ema.state_dict() if ema is not None else None,
-                "progress": vars(progress).copy(),
-                "rng": rngs,
-                "meta": meta,
-            },
+def run_evaluation(run: Run, state: TrainingState) -> dict[str, float] | None:
+    """Evaluate the model (and its EMA), log the metrics, write ``best.pt`` on a new best."""
+    if run.evaluator is None:
+        return None
+    progress, task, cfg = state.progress, run.task, run.cfg
+    val_set, evaluator, ctx = run.val_set, run.evaluator, run.ctx
+    t0 = time.perf_counter()
+    scores = evaluate(task, state.model, val_set, evaluator, cfg, ctx)
+    metrics = {f"val/{k}": v for k, v in scores.items()}
+    if state.ema is not None:
+        scores = evaluate(task, state.ema.module, val_set, evaluator, cfg, ctx)
+        metrics |= {f"val_ema/{k}": v for k, v in scores.items()}
+    run.logger.log({"iteration": progress.iteration, "epoch": progress.epoch, **metrics})
+    key = f"{'val_ema' if state.ema is not None else 'val'}/{task.main_metric}"
+    value = metrics.get(key)
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+    took = time.perf_counter() - t0
+    run.say(f"evaluation at iteration {progress.iteration} ({took:.1f} s): {shown}")
+    if value is not None and (progress.best_metric is None or value > progress.best_metric):
+        progress.best_metric, progress.best_iteration = float(value), progress.iteration
+        run.save(state, "best.pt")
+        run.say(f"new best {key} = {value:.4f}: wrote {run.run_dir / 'best.pt'}")
+    return metrics
+
+
+def setup(
+    task: Task, cfg: Any, resume: str | Path | None
+) -> tuple[Run, TrainingState, nn.Module, Dataset]:
+    """Process, data, model, optimizer state (restored from ``resume``), run folder, logger,
+    evaluator: everything training needs, in that order."""
+    rt = cfg.runtime
+    dist = D.init_distributed(resolve_device(rt.device).type)
+    device = resolve_device(rt.device, dist)
+    resumed = load_checkpoint(resume, task=task.name, order=RESUME_ORDER) if resume else None
+    seed_everything(rt.seed + dist.rank, rt.deterministic)
+    train_set = task.build_train_set(cfg)
+    cfg = task.finalize_config(cfg, train_set)
+    rt = cfg.runtime
+    run = Run(task, cfg, dist, device, Path(rt.output_dir))
+    model, ddp = prepare_model(task.build_model(cfg), task, rt, run)
+    state = build_training_state(model, cfg, run)
+    if resumed is not None:
+        state.restore(resumed, dist.rank)
+        p = state.progress
+        run.say(
+            f"resumed from {resumed['path']} at iteration {p.iteration} (epoch {p.epoch}, "
+            f"batch {p.batch_in_epoch})"
         )
+    if dist.is_main:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        save_yaml(cfg, run.run_dir / "config.yaml")
+        if resumed is None:  # a new run: no best.pt of an earlier run may stand for it
+            (run.run_dir / "best.pt").unlink(missing_ok=True)
+    run.logger = MetricsLogger(run.run_dir, enabled=dist.is_main, tensorboard=rt.tensorboard)
+    # a resumed run drops what the interrupted one logged after its checkpoint; a new run in
+    # the same folder starts a new log
+    run.logger.truncate_after(state.progress.iteration if resumed is not None else -1)
+    run.meta = task.checkpoint_meta(cfg, train_set)
+    run.val_set = task.build_val_set(cfg)
+    run.evaluator = task.build_evaluator(cfg, run.val_set) if run.val_set is not None else None
+    run.ctx = EvalContext(
+        device=device, amp=rt.amp, dist=dist, channels_last=rt.channels_last, cfg=cfg
+    )
+    return run, state, ddp, train_set
 
-    last_metrics: dict[str, float] = {}
-    evaluated_at = {"iteration": -1}
 
-    def run_evaluation() -> None:
-        nonlocal last_metrics
-        if val_set is None or evaluated_at["iteration"] == progress.iteration:
-            return
-        evaluated_at["iteration"] = progress.iteration
-        t0 = time.perf_counter()
-        metrics = {f"val/{k}": v for k, v in evaluate(task, model, val_set, cfg, ctx).items()}
-        if ema is not None:
-            metrics |= {
-                f"val_ema/{k}": v for k, v in evaluate(task, ema.module, val_set, cfg, ctx).items()
-            }
-        last_metrics = metrics
-        logger.log({"iteration": progress.iteration, "epoch": progress.epoch, **metrics})
-        key = f"{'val_ema' if ema is not None else 'val'}/{task.main_metric}"
-        value = metrics.get(key)
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
-        say(
-            f"evaluation at iteration {progress.iteration} ({time.perf_counter() - t0:.1f} s): {shown}"
+def train_epoch(
+    run: Run,
+    state: TrainingState,
+    ddp: nn.Module,
+    train_set: Dataset,
+    window: ThroughputWindow,
+    stop: StopSignal,
+) -> str | None:
+    """The rest of the current epoch (from ``progress.batch_in_epoch``): steps, logging,
+    checkpoints and evaluations on their periods. Returns the signal that stopped it, if any."""
+    task, cfg, dist, device = run.task, run.cfg, run.dist, run.device
+    rt, sched, progress = cfg.runtime, cfg.schedule, state.progress
+    accumulate = max(1, cfg.optim.accumulate_steps)
+    batches = epoch_batches(
+        len(train_set),
+        cfg.data.batch_size,
+        seed=rt.seed,
+        epoch=progress.epoch,
+        rank=dist.rank,
+        world_size=dist.world_size,
+        group_ids=task.group_ids(train_set),
+    )
+    batches = batches[: len(batches) - len(batches) % accumulate]
+    if not batches:
+        raise ConfigError(
+            f"an epoch holds fewer than {accumulate} batches; lower optim.accumulate_steps"
         )
-        if value is not None and (progress.best_metric is None or value > progress.best_metric):
-            progress.best_metric, progress.best_iteration = float(value), progress.iteration
-            checkpoint("best.pt")
-            say(f"new best {key} = {value:.4f}: wrote {run_dir / 'best.pt'}")
-
+    loader = make_loader(
+        train_set,
+        batches,
+        collate_fn=task.collate,
+        num_workers=cfg.data.num_workers,
+        start=progress.batch_in_epoch,
+        seed=rt.seed * 1000 + progress.epoch,
+        pin_memory=device.type == "cuda",
+    )
     # A live bar on a terminal; in logs (no TTY), one line per log record instead.
-    show_bar = main and rt.progress and sys.stderr.isatty()
-    window = {"terms": None, "steps": 0, "images": 0, "data": 0.0, "start": time.perf_counter()}
-    stopped_by = None
+    show_bar = dist.is_main and rt.progress and sys.stderr.isatty()
+    bar = tqdm(
+        total=len(batches),
+        initial=progress.batch_in_epoch,
+        desc=f"epoch {progress.epoch}",
+        disable=not show_bar,
+        dynamic_ncols=True,
+        mininterval=1.0,
+        leave=False,
+    )
+    ddp.train()
+    micro, window_bad, t_ready = 0, False, time.perf_counter()
+    stopped_by, epoch_done = None, True
+    for batch in loader:
+        window.data_time += time.perf_counter() - t_ready
+        if micro == 0 and stop.received and not dist.enabled:  # stop before the step
+            stopped_by, epoch_done = stop.received, False
+            break
+        batch = to_device(batch, device, rt.channels_last)
+        micro += 1
+        last_micro = micro == accumulate
+        losses, terms, finite = train_step(
+            task,
+            ddp,
+            batch,
+            state,
+            run,
+            accumulate=accumulate,
+            sync=last_micro,
+            skip_backward=window_bad,
+        )
+        window_bad |= not finite
+        window.images += task.batch_size_of(batch)
+        progress.batch_in_epoch += 1
+        bar.update(1)
+        if not last_micro:
+            t_ready = time.perf_counter()
+            continue
+        current_lr = state.optimizer.param_groups[0]["lr"]
+        if window_bad:
+            skip_step(state, losses, terms, run)
+        else:
+            progress.nonfinite_in_a_row = 0
+            optimizer_step(state, cfg.optim.clip_grad_norm)
+            window.add_step(terms)
+        state.scheduler.step()
+        progress.iteration += 1
+        micro, window_bad = 0, False
+
+        it = progress.iteration
+        mean = window.mean_terms()
+        if mean is not None:
+            bar.set_postfix_str(f"loss {sum(mean):.4f} lr {current_lr:.3g}", refresh=False)
+        if it % rt.log_period == 0 or it == 1 or it == sched.iterations:
+            record = log_record(run, state, window, list(losses), current_lr)
+            run.logger.log(record)
+            if rt.progress and not show_bar:
+                run.say(f"iteration {it}/{sched.iterations} {describe(record)}")
+            bar.set_postfix_str(describe(record))
+            window.reset()
+        stop_now = stop.received is not None
+        if dist.enabled:
+            stop_now = D.any_rank(stop_now, device)
+        if stop_now:
+            stopped_by, epoch_done = stop.received or "SIGTERM", False
+            break
+        # evaluate first: last.pt then holds the best score up to this iteration, so a run
+        # resumed from it compares its next score with the right best
+        if rt.eval_period and it % rt.eval_period == 0:
+            run.evaluate(state)
+        if it % rt.checkpoint_period == 0:
+            run.save(state, "last.pt")
+        if it >= sched.iterations:
+            epoch_done = progress.batch_in_epoch >= len(batches)
+            break
+        t_ready = time.perf_counter()
+    bar.close()
+    if epoch_done:
+        progress.epoch += 1
+        progress.batch_in_epoch = 0
+        if not rt.eval_period and progress.iteration < sched.iterations:
+            run.evaluate(state)
+    return stopped_by
+
+
+def train(task: Task, cfg: Any, *, resume: str | Path | None = None) -> TrainResult:
+    """Train ``task`` with ``cfg``; ``resume`` is a checkpoint (or run folder) to continue."""
+    run, state, ddp, train_set = setup(task, cfg, resume)
+    rt, sched, progress = run.cfg.runtime, run.cfg.schedule, state.progress
+    window, stopped_by = ThroughputWindow(), None
     train_start, start_iteration = time.perf_counter(), progress.iteration
+    run.saved_at = progress.iteration
     with StopSignal() as stop:
         while progress.iteration < sched.iterations and stopped_by is None:
-            batches = epoch_batches(
-                len(train_set),
-                cfg.data.batch_size,
-                seed=rt.seed,
-                epoch=progress.epoch,
-                rank=dist.rank,
-                world_size=dist.world_size,
-                group_ids=group_ids,
+            epoch = progress.epoch
+            stopped_by = train_epoch(run, state, ddp, train_set, window, stop)
+            if progress.epoch == epoch:
+                continue  # stopped (or out of iterations) inside the epoch
+            # at epoch ends too, unless epochs are tiny (then every checkpoint_period / 10)
+            if progress.iteration - run.saved_at >= max(1, rt.checkpoint_period // 10):
+                run.save(state, "last.pt")
+            rate = (time.perf_counter() - train_start) / max(
+                progress.iteration - start_iteration, 1
             )
-            batches = batches[: len(batches) - len(batches) % accumulate]
-            if not batches:
-                raise ConfigError(
-                    f"an epoch holds fewer than {accumulate} batches; lower optim.accumulate_steps"
-                )
-            loader = make_loader(
-                train_set,
-                batches,
-                collate_fn=task.collate,
-                num_workers=cfg.data.num_workers,
-                start=progress.batch_in_epoch,
-                seed=rt.seed * 1000 + progress.epoch,
-                pin_memory=device.type == "cuda",
+            eta = format_duration(rate * (sched.iterations - progress.iteration))
+            run.say(
+                f"epoch {progress.epoch - 1} done: iteration {progress.iteration}/"
+                f"{sched.iterations}, {progress.skipped_steps} skipped steps, eta {eta}"
             )
-            bar = tqdm(
-                total=len(batches),
-                initial=progress.batch_in_epoch,
-                desc=f"epoch {progress.epoch}",
-                disable=not show_bar,
-                dynamic_ncols=True,
-                mininterval=1.0,
-                leave=False,
-            )
-            ddp.train()
-            micro, window_bad, t_ready = 0, False, time.perf_counter()
-            epoch_done = True
-            for batch in loader:
-                window["data"] += time.perf_counter() - t_ready
-                batch = to_device(batch, device, rt.channels_last)
-                micro += 1
-                last_micro = micro == accumulate
-                sync = contextlib.nullcontext() if last_micro or not dist.enabled else ddp.no_sync()
-                with sync:
-                    with autocast(device, rt.amp):
-                        losses = task.training_losses(ddp, batch)
-                    loss = sum(losses.values())
-                    terms = torch.stack([v.detach().float() for v in losses.values()]).cpu()
-                    finite = bool(torch.isfinite(terms).all())
-                    if dist.enabled:
-                        finite = not D.any_rank(not finite, device)
-                    if finite and not window_bad:
-                        scaler.scale(loss / accumulate).backward()
-                    else:
-                        window_bad = True
-                window["images"] += task.batch_size_of(batch)
-                progress.batch_in_epoch += 1
-                bar.update(1)
-                if not last_micro:
-                    t_ready = time.perf_counter()
-                    continue
-                # -- one optimizer step --------------------------------------------------
-                if window_bad:
-                    optimizer.zero_grad(set_to_none=True)
-                    progress.skipped_steps += 1
-                    progress.nonfinite_in_a_row += 1
-                    shown = ", ".join(f"{k}={v:.4g}" for k, v in zip(losses, terms.tolist()))
-                    say(f"iteration {progress.iteration}: non-finite loss ({shown}); step skipped")
-                    if progress.nonfinite_in_a_row >= rt.max_nonfinite:
-                        raise NonFiniteLossError(
-                            f"training stopped at iteration {progress.iteration}: the loss was "
-                            f"non-finite for {progress.nonfinite_in_a_row} consecutive steps "
-                            f"({shown}). Try a lower learning rate (--set optim.lr={lr / 10:g}), "
-                            "fp32 (--amp off), or gradient clipping (--set optim.clip_grad_norm=10)"
-                        )
-                else:
-                    progress.nonfinite_in_a_row = 0
-                    if ocfg.clip_grad_norm:
-                        scaler.unscale_(optimizer)
-                        torch.nn.utils.clip_grad_norm_(trainable, ocfg.clip_grad_norm)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    optimizer.zero_grad(set_to_none=True)
-                    if ema is not None:
-                        ema.update(model)
-                    w = window["terms"]
-                    window["terms"] = terms if w is None else w + terms
-                    window["steps"] += 1
-                current_lr = optimizer.param_groups[0]["lr"]
-                scheduler.step()
-                progress.iteration += 1
-                micro, window_bad = 0, False
-
-                it = progress.iteration
-                if window["steps"]:
-                    mean = (window["terms"] / window["steps"]).tolist()
-                    bar.set_postfix_str(f"loss {sum(mean):.4f} lr {current_lr:.3g}", refresh=False)
-                if it % rt.log_period == 0 or it == 1 or it == sched.iterations:
-                    elapsed = max(time.perf_counter() - window["start"], 1e-9)
-                    record: dict[str, Any] = {
-                        "iteration": it,
-                        "epoch": progress.epoch,
-                        "lr": current_lr,
-                    }
-                    if window["steps"]:
-                        mean = (window["terms"] / window["steps"]).tolist()
-                        values = dict(zip(losses, mean)) | {"loss": sum(mean)}
-                        record |= D.all_reduce_mean(values, device)
-                    record |= {
-                        "images_per_s": window["images"] * dist.world_size / elapsed,
-                        "data_time_share": window["data"] / elapsed,
-                        "peak_memory_gb": peak_memory_gb(device),
-                        "skipped_steps": progress.skipped_steps,
-                    }
-                    logger.log(record)
-                    if rt.progress and not show_bar:
-                        say(
-                            f"iteration {it}/{sched.iterations} loss {record.get('loss', float('nan')):.4f} "
-                            f"lr {current_lr:.3g} {record['images_per_s']:.1f} img/s "
-                            f"data {100 * record['data_time_share']:.0f}% mem {record['peak_memory_gb']:.2f} GB"
-                        )
-                    bar.set_postfix_str(
-                        f"loss {record.get('loss', float('nan')):.4f} lr {current_lr:.3g} "
-                        f"{record['images_per_s']:.1f} img/s data {100 * record['data_time_share']:.0f}% "
-                        f"mem {record['peak_memory_gb']:.2f} GB"
-                    )
-                    window = {
-                        "terms": None,
-                        "steps": 0,
-                        "images": 0,
-                        "data": 0.0,
-                        "start": time.perf_counter(),
-                    }
-                stop_now = stop.received is not None
-                if dist.enabled:
-                    stop_now = D.any_rank(stop_now, device)
-                if stop_now:
-                    stopped_by = stop.received or "SIGTERM"
-                    epoch_done = False
-                    break
-                if it % rt.checkpoint_period == 0:
-                    checkpoint("last.pt")
-                if rt.eval_period and it % rt.eval_period == 0:
-                    run_evaluation()
-                if it >= sched.iterations:
-                    epoch_done = progress.batch_in_epoch >= len(batches)
-                    break
-                t_ready = time.perf_counter()
-            bar.close()
-            if epoch_done:
-                progress.epoch += 1
-                progress.batch_in_epoch = 0
-                if not rt.eval_period and progress.iteration < sched.iterations:
-                    run_evaluation()
-                # at epoch end too, unless epochs are tiny (then every checkpoint_period / 10)
-                if progress.iteration - saved_at["last.pt"] >= max(1, rt.checkpoint_period // 10):
-                    checkpoint("last.pt")
-                done = progress.iteration - start_iteration
-                rate = (time.perf_counter() - train_start) / max(done, 1)
-                say(
-                    f"epoch {progress.epoch - 1} done: iteration {progress.iteration}/{sched.iterations}, "
-                    f"{progress.skipped_steps} skipped steps, eta {_fmt_duration(rate * (sched.iterations - progress.iteration))}"
-                )
-
     if stopped_by is not None:
-        checkpoint("last.pt")
-        say(
-            f"stopped by {stopped_by} at iteration {progress.iteration}; wrote {run_dir / 'last.pt'}; continue with --resume"
+        run.save(state, "last.pt")
+        run.say(
+            f"stopped by {stopped_by} at iteration {progress.iteration}; wrote "
+            f"{run.run_dir / 'last.pt'}; continue with --resume"
         )
     else:
-        run_evaluation()
-        checkpoint("last.pt")
-        if main:
-            task.after_training(unwrap(ema.module if ema is not None else model), cfg, ctx)
-            plot_run(run_dir)
-    logger.close()
+        run.evaluate(state)
+        run.save(state, "last.pt")
+        if run.dist.is_main:
+            if run.evaluator is not None and run.metrics:
+                text = run.evaluator.write_report(run.run_dir / "eval")
+                if text:
+                    print(text)
+            plot_run(run.run_dir)
+    run.logger.close()
     D.barrier()
     return TrainResult(
-        run_dir=run_dir,
+        run_dir=run.run_dir,
         iteration=progress.iteration,
         stopped_by=stopped_by,
-        metrics=last_metrics,
+        metrics=run.metrics,
         best_metric=progress.best_metric,
         skipped_steps=progress.skipped_steps,
     )
 
 
-def load_model_weights(model: nn.Module, state: dict[str, Any], *, prefer_ema: bool = True) -> str:
-    """Load a checkpoint's weights into ``model`` (the EMA's when present); return which."""
-    ema = state.get("ema")
-    if prefer_ema and ema:
-        model.load_state_dict(ema["module"])
-        return "ema"
-    model.load_state_dict(state["model"])
-    return "model"
-
-
-def evaluate_checkpoint(task: Task, cfg: Any, state: dict[str, Any]) -> dict[str, float]:
-    """Evaluate a checkpoint (its EMA weights when it has them) on ``cfg``'s validation set."""
-    cfg = task.finalize_config(cfg)
-    device_type = resolve_device(cfg.runtime.device).type
-    dist = D.init_distributed(device_type)
-    device = resolve_device(cfg.runtime.device, dist)
-    _, val_set = task.build_datasets(cfg)
-    if val_set is None:
-        raise ConfigError(f"the {task.name} config names no validation data")
-    model = task.build_model(cfg).to(device)
-    which = load_model_weights(model, state)
-    log.info("evaluating the %s weights of %s", which, state.get("path"))
-    ctx = EvalContext(
-        device=device,
-        amp=cfg.runtime.amp,
-        dist=dist,
-        channels_last=cfg.runtime.channels_last,
-        cfg=cfg,
-    )
-    return evaluate(task, model, val_set, cfg, ctx)
+__all__ = ["TrainResult", "load_checkpoint", "train", "unwrap"]

@@ -26,6 +26,8 @@ def plot_run(run_dir: str | Path) -> list[Path]:
                 and not isinstance(value, bool)
                 and key not in ("iteration", "epoch")
             ):
+                if key.startswith(("val/", "val_ema/")) and value < 0:
+                    continue  # COCO's -1: no such objects in the data, not a score
                 series[key].append((it, float(value)))
     out_dir = run_dir / "plots"
     out_dir.mkdir(parents=True, exist_ok=True)

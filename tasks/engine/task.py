@@ -1,9 +1,13 @@
-"""What a task supplies to the engine: model, data, losses, metrics."""
+"""What a task supplies to the engine: data, model, losses and an evaluator.
+
+A :class:`Task` is the engine's plug-in and nothing else: it does not load checkpoints for
+inference (each task's ``model.py`` does) and knows nothing of the command line (``tools/``).
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +17,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .distributed import DistInfo
+from .runtime import autocast
 
 
 @dataclass
@@ -22,15 +27,33 @@ class EvalContext:
     device: torch.device
     amp: str = "off"
     dist: DistInfo = field(default_factory=DistInfo)
-    run_dir: Path | None = None
     channels_last: bool = False
     cfg: Any = None  # the run's config (inference options, ignore label, ...)
 
-    def autocast(self):
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=dtype)
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return autocast(self.device, self.amp)
+
+
+class Evaluator:
+    """Metrics over an evaluation set, fed batch by batch (detectron2's ``DatasetEvaluator``).
+
+    :meth:`reset` starts an evaluation, :meth:`process` takes one batch and the model's
+    predictions for it (this rank's shard), :meth:`evaluate` gathers every rank's results and
+    returns the same metrics on every rank. :meth:`write_report` writes files about the last
+    evaluation into a folder (main rank) and returns text to print, if any.
+    """
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+    def process(self, batch: dict[str, Any], outputs: Any) -> None:
+        raise NotImplementedError
+
+    def evaluate(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def write_report(self, folder: Path) -> str | None:
+        return None
 
 
 class Task:
@@ -41,44 +64,33 @@ class Task:
     ``schedule`` (:class:`ScheduleConfig`) and ``runtime`` (:class:`RuntimeConfig`).
 
     Training datasets are indexed by ``(index, seed)`` keys (seeded augmentation, see
-    ``engine.data``); evaluation datasets by plain ``index``.
+    ``engine.data``); evaluation datasets by plain ``index``. The engine calls, in order:
+    :meth:`build_train_set`, :meth:`finalize_config`, :meth:`build_val_set`,
+    :meth:`build_model`, :meth:`build_evaluator`; evaluation alone (``resvision eval``) skips
+    the training set and takes the checkpoint's finalized config.
     """
 
     name: str = ""
     config_class: type = object
-    main_metric: str = ""  # key of evaluate()'s result that selects best.pt (higher is better)
+    main_metric: str = ""  # key of the evaluator's metrics that selects best.pt (higher is better)
     default_preset: str = ""
-
-    def checkpoint_for_inference(
-        self, path: str | Path, overrides: Iterable[str] = ()
-    ) -> tuple[dict[str, Any], Any]:
-        """A checkpoint (a file, or a run folder's ``best.pt``) and its config with
-        ``overrides`` applied and ``model.weights`` unset (the weights come from the checkpoint)."""
-        import dataclasses
-
-        from .checkpoint import load_checkpoint
-        from .config import apply_overrides, merge
-
-        path = Path(path)
-        if path.is_dir() and (path / "best.pt").is_file():
-            path = path / "best.pt"
-        state = load_checkpoint(path, task=self.name)
-        cfg = apply_overrides(merge(self.config_class(), state["config"]), overrides)
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=None))
-        return state, cfg
 
     def presets(self) -> dict[str, Callable[[], Any]]:
         raise NotImplementedError
 
-    def finalize_config(self, cfg: Any) -> Any:
-        """Fill values that depend on the data (e.g. the number of classes); checks."""
+    def build_train_set(self, cfg: Any) -> Dataset:
+        raise NotImplementedError
+
+    def finalize_config(self, cfg: Any, train_set: Dataset) -> Any:
+        """Fill values that depend on the training data (e.g. the number of classes); checks."""
         return cfg
+
+    def build_val_set(self, cfg: Any) -> Dataset | None:
+        """The evaluation set of a finalized config, or None when the config names none."""
+        raise NotImplementedError
 
     def build_model(self, cfg: Any) -> nn.Module:
         """A model whose ``forward(images, targets)`` returns a dict of losses in train mode."""
-        raise NotImplementedError
-
-    def build_datasets(self, cfg: Any) -> tuple[Dataset, Dataset | None]:
         raise NotImplementedError
 
     def collate(self, items: list) -> dict[str, Any]:
@@ -99,21 +111,13 @@ class Task:
     def batch_size_of(self, batch: dict[str, Any]) -> int:
         return len(batch["images"])
 
-    def evaluate(self, model: nn.Module, loader: Iterable, ctx: EvalContext) -> dict[str, float]:
-        """Metrics over the whole evaluation set.
+    def build_evaluator(self, cfg: Any, dataset: Dataset) -> Evaluator:
+        raise NotImplementedError
 
-        ``loader`` yields this rank's shard; gather or reduce the other ranks' results before
-        scoring, and return the same metrics on every rank.
-        """
+    def predict_batch(self, model: nn.Module, batch: dict[str, Any], ctx: EvalContext) -> Any:
+        """The model's predictions for an evaluation batch, as the task's evaluator takes them."""
         raise NotImplementedError
 
     def checkpoint_meta(self, cfg: Any, train_set: Dataset) -> dict[str, Any]:
         """Extra plain values stored in checkpoints (e.g. class names)."""
         return {}
-
-    def command(self, verb: str, argv: list[str]) -> int:
-        """``resvision predict|export|benchmark <task> ...``: the task parses ``argv`` itself."""
-        raise ValueError(f"`resvision {verb} {self.name}` is not available")
-
-    def after_training(self, model: nn.Module, cfg: Any, ctx: EvalContext) -> None:
-        """Optional: reports written into the run folder at the end (main rank only)."""

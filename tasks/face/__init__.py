@@ -1,22 +1,34 @@
-"""Face recognition: iResNet embeddings, margin losses with Partial FC, verification protocols."""
+"""Face recognition: iResNet embeddings, margin losses with Partial FC, verification protocols.
 
-from .config import PRESETS, FaceConfig, FaceDataConfig, FaceModelConfig, MarginConfig
-from .inference import Embedder, cluster, search
-from .task import FaceTask, FaceTrainingModel, convert_face_state_dict
-from .verification import evaluate_embeddings, reference_evaluate
+Names are imported on first use, so that reading a config does not import torch."""
 
-__all__ = [
-    "PRESETS",
-    "Embedder",
-    "FaceConfig",
-    "FaceDataConfig",
-    "FaceModelConfig",
-    "FaceTask",
-    "FaceTrainingModel",
-    "MarginConfig",
-    "cluster",
-    "convert_face_state_dict",
-    "evaluate_embeddings",
-    "reference_evaluate",
-    "search",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "PRESETS": "config",
+    "FaceConfig": "config",
+    "FaceDataConfig": "config",
+    "FaceModelConfig": "config",
+    "MarginConfig": "config",
+    "VerificationEvaluator": "evaluation",
+    "evaluate_embeddings": "evaluation",
+    "FaceTrainingModel": "model",
+    "build_embedder": "model",
+    "convert_face_state_dict": "model",
+    "load_model": "model",
+    "Embedder": "inference",
+    "cluster": "inference",
+    "search": "inference",
+    "FaceTask": "task",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

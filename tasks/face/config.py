@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
-from resvision.backbones import BackboneConfig
-from resvision.heads.embedding import EmbeddingHeadConfig
+from resvision.heads.embedding.config import EmbeddingModelConfig
 from resvision.tasks.engine.config import OptimConfig, RuntimeConfig, ScheduleConfig
 
 
 @dataclass
-class FaceModelConfig(BackboneConfig, EmbeddingHeadConfig):
+class FaceModelConfig(EmbeddingModelConfig):
     """Backbone + embedding head. ``weights`` takes backbone weights, a whole resvision face
     model, or an InsightFace arcface_torch ``backbone.pth`` (trunk and "E" head load)."""
 
     backbone: str = "iresnet50"
-    sync_bn: bool = False
 
 
 @dataclass
@@ -61,6 +59,8 @@ class FaceConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
+    renamed_keys: ClassVar[dict[str, str]] = {"model.sync_bn": "runtime.sync_bn"}
+
 
 def arcface_r50_ms1mv3() -> FaceConfig:
     """arcface_torch's ms1mv3_r50 (LFW 99.83, CFP-FP 98.96, AgeDB-30 98.35): iResNet-50, ArcFace
@@ -71,11 +71,40 @@ def arcface_r50_ms1mv3() -> FaceConfig:
     return FaceConfig(
         model=FaceModelConfig(backbone="iresnet50"),
         margin=MarginConfig(kind="arcface"),
-        data=FaceDataConfig(source="rec", root="data/ms1m-retinaface-t1", num_classes=93431, val_bins=("data/ms1m-retinaface-t1/lfw.bin", "data/ms1m-retinaface-t1/cfp_fp.bin", "data/ms1m-retinaface-t1/agedb_30.bin"), batch_size=128),
-        optim=OptimConfig(name="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, reference_batch_size=1024, decay_norm_and_bias=True),
-        schedule=ScheduleConfig(iterations=20 * iterations_per_epoch, policy="poly", power=2.0, warmup_iterations=2 * iterations_per_epoch, warmup_factor=0.0),
-        runtime=RuntimeConfig(output_dir="runs/face/arcface_r50_ms1mv3", amp="fp16", checkpoint_period=2000, eval_period=2000, log_period=50),
-    )  # fmt: skip
+        data=FaceDataConfig(
+            source="rec",
+            root="data/ms1m-retinaface-t1",
+            num_classes=93431,
+            val_bins=(
+                "data/ms1m-retinaface-t1/lfw.bin",
+                "data/ms1m-retinaface-t1/cfp_fp.bin",
+                "data/ms1m-retinaface-t1/agedb_30.bin",
+            ),
+            batch_size=128,
+        ),
+        optim=OptimConfig(
+            name="sgd",
+            lr=0.1,
+            momentum=0.9,
+            weight_decay=5e-4,
+            reference_batch_size=1024,
+            decay_norm_and_bias=True,
+        ),
+        schedule=ScheduleConfig(
+            iterations=20 * iterations_per_epoch,
+            policy="poly",
+            power=2.0,
+            warmup_iterations=2 * iterations_per_epoch,
+            warmup_factor=0.0,
+        ),
+        runtime=RuntimeConfig(
+            output_dir="runs/face/arcface_r50_ms1mv3",
+            amp="fp16",
+            checkpoint_period=2000,
+            eval_period=2000,
+            log_period=50,
+        ),
+    )
 
 
 def arcface_r100_ms1mv3() -> FaceConfig:
@@ -92,12 +121,30 @@ def iresnet18_synthetic() -> FaceConfig:
     return FaceConfig(
         model=FaceModelConfig(backbone="iresnet18", embedding_size=128, input_size=32),
         margin=MarginConfig(kind="arcface", s=32.0, m2=0.3),
-        data=FaceDataConfig(source="synthetic", image_size=32, batch_size=32, eval_batch_size=64, num_workers=0,
-                            synthetic_identities=200, synthetic_images=12, synthetic_val_identities=80, synthetic_val_pairs=400),
-        optim=OptimConfig(name="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, reference_batch_size=32),
-        schedule=ScheduleConfig(iterations=240, policy="cosine", warmup_iterations=30, warmup_factor=0.01),
-        runtime=RuntimeConfig(output_dir="runs/face/iresnet18_synthetic", checkpoint_period=120, eval_period=60, log_period=20),
-    )  # fmt: skip
+        data=FaceDataConfig(
+            source="synthetic",
+            image_size=32,
+            batch_size=32,
+            eval_batch_size=64,
+            num_workers=0,
+            synthetic_identities=200,
+            synthetic_images=12,
+            synthetic_val_identities=80,
+            synthetic_val_pairs=400,
+        ),
+        optim=OptimConfig(
+            name="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, reference_batch_size=32
+        ),
+        schedule=ScheduleConfig(
+            iterations=240, policy="cosine", warmup_iterations=30, warmup_factor=0.01
+        ),
+        runtime=RuntimeConfig(
+            output_dir="runs/face/iresnet18_synthetic",
+            checkpoint_period=120,
+            eval_period=60,
+            log_period=20,
+        ),
+    )
 
 
 PRESETS = {f.__name__: f for f in (iresnet18_synthetic, arcface_r50_ms1mv3, arcface_r100_ms1mv3)}

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from resvision.datasets.face import _resize, norm_crop
-from resvision.datasets.images import read_rgb
+from resvision.datasets.face import norm_crop, resize_square
+from resvision.datasets.images import ImageInput, as_image_list, image_to_array
 from resvision.heads.embedding import EmbeddingModel
+from resvision.tasks.engine.runtime import autocast
 
-ImageInput = str | os.PathLike | np.ndarray | torch.Tensor
+from .model import load_model
 
 
 class Embedder:
@@ -37,10 +37,11 @@ class Embedder:
         self.amp = amp
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, *, device: str = "auto") -> Embedder:
-        from .task import FaceTask
-
-        model, cfg = FaceTask().load_for_inference(Path(path), device=device)
+    def from_checkpoint(
+        cls, path: str | os.PathLike, *, device: str = "auto", overrides: Sequence[str] = ()
+    ) -> Embedder:
+        """A run folder (its ``best.pt``, else ``last.pt``) or a checkpoint file."""
+        model, cfg = load_model(path, device=device, overrides=overrides)
         return cls(
             model, cfg.data.image_size, device=next(model.parameters()).device, amp=cfg.runtime.amp
         )
@@ -48,31 +49,26 @@ class Embedder:
     def prepare(self, image: ImageInput, landmarks: np.ndarray | None = None) -> np.ndarray:
         """An ``(S, S, 3)`` uint8 crop: aligned with :func:`norm_crop` when landmarks are given,
         else the (already aligned) image resized."""
-        if isinstance(image, str | os.PathLike):
-            image = read_rgb(image)
-        elif isinstance(image, torch.Tensor):
-            image = image.permute(1, 2, 0).cpu().numpy()
+        image = image_to_array(image)
         if landmarks is not None:
             align = 112 if self.image_size % 112 else self.image_size
             image = norm_crop(image, landmarks, align)
-        return _resize(np.ascontiguousarray(image).astype(np.uint8), self.image_size)
+        return resize_square(np.ascontiguousarray(image).astype(np.uint8), self.image_size)
 
     @torch.no_grad()
     def embed(
         self,
-        images: Sequence[ImageInput],
+        images: ImageInput | Sequence[ImageInput],
         *,
         landmarks: Sequence[np.ndarray | None] | None = None,
         flip: bool = True,
         batch_size: int = 64,
     ) -> np.ndarray:
-        """``(N, D)`` unit-length embeddings; ``flip`` adds the mirrored image's embedding first."""
-        if isinstance(images, str | os.PathLike | np.ndarray) and not (
-            isinstance(images, np.ndarray) and images.ndim == 4
-        ):
-            images = [images]
+        """``(N, D)`` unit-length embeddings of face images (paths, RGB arrays, PIL images or
+        tensors; aligned crops, or photos with ``landmarks`` to align them); ``flip`` adds the
+        mirrored image's embedding before normalizing."""
+        images = as_image_list(images)
         landmarks = landmarks if landmarks is not None else [None] * len(images)
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
         out = []
         for start in range(0, len(images), batch_size):
             crops = [
@@ -82,9 +78,15 @@ class Embedder:
                 )
             ]
             x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).to(self.device)
-            with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            with autocast(self.device, self.amp):
                 out.append(self.model.embed(x, flip=flip).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.model.embedding_size), np.float32)
+
+    def predict(
+        self, images: ImageInput | Sequence[ImageInput], *, batch_size: int = 64, **kwargs
+    ) -> np.ndarray:
+        """The same as :meth:`embed` (the name every predictor shares)."""
+        return self.embed(images, batch_size=batch_size, **kwargs)
 
 
 def search(gallery: np.ndarray, query: np.ndarray, top_k: int = 5) -> tuple[np.ndarray, np.ndarray]:

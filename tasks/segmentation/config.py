@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import ClassVar, Literal
 
-from resvision.backbones import BackboneConfig
-from resvision.heads.segmentation import SegHeadConfig
+from resvision.heads.segmentation import SegModelConfig as _HeadModelConfig
 from resvision.tasks.engine.config import OptimConfig, RuntimeConfig, ScheduleConfig
 
-from .inference import InferenceConfig
 from .losses import SegLossConfig
 
 
 @dataclass
-class SegModelConfig(BackboneConfig, SegHeadConfig):
+class SegModelConfig(_HeadModelConfig):
     """Backbone options (``backbone``, ``weights``, ``output_stride``, ...) and head options.
 
     ``weights`` takes backbone weights (a path or tag) or a whole model: a resvision
@@ -23,7 +21,20 @@ class SegModelConfig(BackboneConfig, SegHeadConfig):
     number of classes from the data.
     """
 
-    sync_bn: bool = False
+
+@dataclass
+class InferenceConfig:
+    """How a segmentation model is run at test time."""
+
+    mode: Literal["whole", "slide"] = "whole"
+    crop_size: tuple[int, int] = (512, 512)  # sliding window (height, width)
+    stride: tuple[int, int] = (341, 341)  # sliding window step (height, width)
+    window_batch: int = 4  # windows per forward pass
+    test_size: tuple[int, int] | None = None  # fit images inside (long, short) first; None: as is
+    scales: tuple[float, ...] = (1.0,)  # TTA scales (relative to test_size)
+    flip: bool = False  # TTA horizontal flip
+    cpu_accumulate_pixels: int = 4096 * 4096  # larger images accumulate window sums on the CPU
+    max_whole_pixels: int = 4096 * 3072  # larger images are run as sliding windows; 0: never
 
 
 @dataclass
@@ -63,6 +74,8 @@ class SegConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
+    renamed_keys: ClassVar[dict[str, str]] = {"model.sync_bn": "runtime.sync_bn"}
+
 
 def _mmseg_schedule(iterations: int) -> ScheduleConfig:
     # MMSegmentation: PolyLR power 0.9, eta_min 1e-4 (of lr 0.01), by iteration, no warmup
@@ -91,15 +104,33 @@ def deeplabv3_r50_d8_cityscapes_512x1024() -> SegConfig:
     """
     return SegConfig(
         model=SegModelConfig(
-            backbone="resnet50d", output_stride=8, arch="deeplabv3", num_classes=19,
-            decoder_channels=512, aspp_dropout=0.1, aux_weight=0.4, sync_bn=True,
+            backbone="resnet50d",
+            output_stride=8,
+            arch="deeplabv3",
+            num_classes=19,
+            decoder_channels=512,
+            aspp_dropout=0.1,
+            aux_weight=0.4,
         ),
-        data=SegDataConfig(source="cityscapes", root="data/cityscapes", crop_size=(512, 1024), scale=(2048, 1024), batch_size=2),
+        data=SegDataConfig(
+            source="cityscapes",
+            root="data/cityscapes",
+            crop_size=(512, 1024),
+            scale=(2048, 1024),
+            batch_size=2,
+        ),
         inference=InferenceConfig(mode="whole", test_size=(2048, 1024)),
         optim=_mmseg_optim(8),
         schedule=_mmseg_schedule(40000),
-        runtime=RuntimeConfig(output_dir="runs/segmentation/deeplabv3_r50_d8_cityscapes_512x1024", checkpoint_period=4000, eval_period=4000, log_period=50, amp="off"),
-    )  # fmt: skip
+        runtime=RuntimeConfig(
+            output_dir="runs/segmentation/deeplabv3_r50_d8_cityscapes_512x1024",
+            checkpoint_period=4000,
+            eval_period=4000,
+            log_period=50,
+            amp="off",
+            sync_bn=True,
+        ),
+    )
 
 
 def deeplabv3plus_r50_d8_voc_512x512() -> SegConfig:
@@ -111,28 +142,61 @@ def deeplabv3plus_r50_d8_voc_512x512() -> SegConfig:
     """
     return SegConfig(
         model=SegModelConfig(
-            backbone="resnet50d", output_stride=8, arch="deeplabv3plus", num_classes=21,
-            decoder_channels=512, aspp_separable=True, aspp_dropout=0.1, aux_weight=0.4, sync_bn=True,
+            backbone="resnet50d",
+            output_stride=8,
+            arch="deeplabv3plus",
+            num_classes=21,
+            decoder_channels=512,
+            aspp_separable=True,
+            aspp_dropout=0.1,
+            aux_weight=0.4,
         ),
-        data=SegDataConfig(source="voc", root="data/VOCdevkit/VOC2012", crop_size=(512, 512), scale=(2048, 512), batch_size=4),
+        data=SegDataConfig(
+            source="voc",
+            root="data/VOCdevkit/VOC2012",
+            crop_size=(512, 512),
+            scale=(2048, 512),
+            batch_size=4,
+        ),
         inference=InferenceConfig(mode="whole", test_size=(2048, 512)),
         optim=_mmseg_optim(16),
         schedule=_mmseg_schedule(20000),
-        runtime=RuntimeConfig(output_dir="runs/segmentation/deeplabv3plus_r50_d8_voc_512x512", checkpoint_period=2000, eval_period=2000, log_period=50),
-    )  # fmt: skip
+        runtime=RuntimeConfig(
+            output_dir="runs/segmentation/deeplabv3plus_r50_d8_voc_512x512",
+            checkpoint_period=2000,
+            eval_period=2000,
+            log_period=50,
+            sync_bn=True,
+        ),
+    )
 
 
 def unet_r34_512x512() -> SegConfig:
     """U-Net on ResNet-34 for your own image + mask folders (segmentation-models-pytorch's
     ``Unet("resnet34")`` architecture, so its state_dicts load); AdamW 1e-4, cosine, CE + Dice."""
     return SegConfig(
-        model=SegModelConfig(backbone="resnet34", weights="torchvision:IMAGENET1K_V1", arch="unet", num_classes=0, head_kernel=3),
-        data=SegDataConfig(source="folder", crop_size=(512, 512), scale=None, ratio_range=(0.5, 2.0), batch_size=8),
+        model=SegModelConfig(
+            backbone="resnet34",
+            weights="torchvision:IMAGENET1K_V1",
+            arch="unet",
+            num_classes=0,
+            head_kernel=3,
+        ),
+        data=SegDataConfig(
+            source="folder", crop_size=(512, 512), scale=None, ratio_range=(0.5, 2.0), batch_size=8
+        ),
         loss=SegLossConfig(ce=1.0, dice=0.5),
         optim=OptimConfig(name="adamw", lr=1e-4, weight_decay=1e-4, reference_batch_size=8),
-        schedule=ScheduleConfig(iterations=20000, policy="cosine", warmup_iterations=500, warmup_factor=0.01),
-        runtime=RuntimeConfig(output_dir="runs/segmentation/unet_r34_512x512", checkpoint_period=1000, eval_period=2000, log_period=50),
-    )  # fmt: skip
+        schedule=ScheduleConfig(
+            iterations=20000, policy="cosine", warmup_iterations=500, warmup_factor=0.01
+        ),
+        runtime=RuntimeConfig(
+            output_dir="runs/segmentation/unet_r34_512x512",
+            checkpoint_period=1000,
+            eval_period=2000,
+            log_period=50,
+        ),
+    )
 
 
 def deeplabv3_resnet50_torchvision() -> SegConfig:
@@ -140,14 +204,35 @@ def deeplabv3_resnet50_torchvision() -> SegConfig:
     recipe: SGD 0.02 / poly 0.9, 32 images of 480x480 per step, auxiliary loss 0.5."""
     return SegConfig(
         model=SegModelConfig(
-            backbone="resnet50", weights="torchvision:IMAGENET1K_V1", output_stride=8, arch="deeplabv3",
-            num_classes=21, decoder_channels=256, aspp_dropout=0.5, aux_weight=0.5, aux_channels=256,
+            backbone="resnet50",
+            weights="torchvision:IMAGENET1K_V1",
+            output_stride=8,
+            arch="deeplabv3",
+            num_classes=21,
+            decoder_channels=256,
+            aspp_dropout=0.5,
+            aux_weight=0.5,
+            aux_channels=256,
         ),
-        data=SegDataConfig(source="voc", root="data/VOCdevkit/VOC2012", crop_size=(480, 480), scale=(520, 520), ratio_range=(0.5, 2.0), photometric=False, batch_size=4),
-        optim=OptimConfig(name="sgd", lr=0.02, momentum=0.9, weight_decay=1e-4, reference_batch_size=32),
+        data=SegDataConfig(
+            source="voc",
+            root="data/VOCdevkit/VOC2012",
+            crop_size=(480, 480),
+            scale=(520, 520),
+            ratio_range=(0.5, 2.0),
+            photometric=False,
+            batch_size=4,
+        ),
+        optim=OptimConfig(
+            name="sgd", lr=0.02, momentum=0.9, weight_decay=1e-4, reference_batch_size=32
+        ),
         schedule=ScheduleConfig(iterations=30000, policy="poly", power=0.9, warmup_iterations=0),
-        runtime=RuntimeConfig(output_dir="runs/segmentation/deeplabv3_resnet50_torchvision", checkpoint_period=2000, eval_period=2000),
-    )  # fmt: skip
+        runtime=RuntimeConfig(
+            output_dir="runs/segmentation/deeplabv3_resnet50_torchvision",
+            checkpoint_period=2000,
+            eval_period=2000,
+        ),
+    )
 
 
 def deeplabv3plus_r50_smp() -> SegConfig:
@@ -157,22 +242,51 @@ def deeplabv3plus_r50_smp() -> SegConfig:
     return replace(
         cfg,
         model=SegModelConfig(
-            backbone="resnet50", output_stride=16, arch="deeplabv3plus", num_classes=21, decoder_channels=256,
-            aspp_separable=True, aspp_dropout=0.5, align_corners=True, dilation="uniform",
+            backbone="resnet50",
+            output_stride=16,
+            arch="deeplabv3plus",
+            num_classes=21,
+            decoder_channels=256,
+            aspp_separable=True,
+            aspp_dropout=0.5,
+            align_corners=True,
+            dilation="uniform",
         ),
         runtime=replace(cfg.runtime, output_dir="runs/segmentation/deeplabv3plus_r50_smp"),
-    )  # fmt: skip
+    )
 
 
 def _synthetic(arch: str, backbone: str, output_stride: int | None, name: str) -> SegConfig:
     return SegConfig(
-        model=SegModelConfig(backbone=backbone, output_stride=output_stride, arch=arch, num_classes=0, unet_channels=(64, 48, 32, 24, 16), decoder_channels=128),
-        data=SegDataConfig(source="synthetic", synthetic_size=96, crop_size=(96, 96), scale=None, ratio_range=(0.75, 1.5), batch_size=8, num_workers=0),
+        model=SegModelConfig(
+            backbone=backbone,
+            output_stride=output_stride,
+            arch=arch,
+            num_classes=0,
+            unet_channels=(64, 48, 32, 24, 16),
+            decoder_channels=128,
+        ),
+        data=SegDataConfig(
+            source="synthetic",
+            synthetic_size=96,
+            crop_size=(96, 96),
+            scale=None,
+            ratio_range=(0.75, 1.5),
+            batch_size=8,
+            num_workers=0,
+        ),
         loss=SegLossConfig(ce=1.0, dice=0.5),
         optim=OptimConfig(name="adamw", lr=2e-3, weight_decay=1e-4, reference_batch_size=8),
-        schedule=ScheduleConfig(iterations=240, policy="cosine", warmup_iterations=30, warmup_factor=0.01),
-        runtime=RuntimeConfig(output_dir=f"runs/segmentation/{name}", checkpoint_period=80, eval_period=80, log_period=40),
-    )  # fmt: skip
+        schedule=ScheduleConfig(
+            iterations=240, policy="cosine", warmup_iterations=30, warmup_factor=0.01
+        ),
+        runtime=RuntimeConfig(
+            output_dir=f"runs/segmentation/{name}",
+            checkpoint_period=80,
+            eval_period=80,
+            log_period=40,
+        ),
+    )
 
 
 def unet_r18_synthetic() -> SegConfig:

@@ -7,44 +7,41 @@ live on the CPU, so only a batch of windows is ever on the accelerator.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resvision.datasets.images import read_rgb
+from resvision.datasets.images import ImageInput, as_image_list, image_to_tensor
+from resvision.tasks.engine.runtime import autocast
 
+from .config import InferenceConfig
+from .model import load_model
 
-@dataclass
-class InferenceConfig:
-    """How a segmentation model is run at test time."""
-
-    mode: Literal["whole", "slide"] = "whole"
-    crop_size: tuple[int, int] = (512, 512)  # sliding window (height, width)
-    stride: tuple[int, int] = (341, 341)  # sliding window step (height, width)
-    window_batch: int = 4  # windows per forward pass
-    test_size: tuple[int, int] | None = None  # fit images inside (long, short) first; None: as is
-    scales: tuple[float, ...] = (1.0,)  # TTA scales (relative to test_size)
-    flip: bool = False  # TTA horizontal flip
-    cpu_accumulate_pixels: int = 4096 * 4096  # larger images accumulate window sums on the CPU
+log = logging.getLogger(__name__)
 
 
 def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model(x)["out"]
 
 
-def slide_logits(model: nn.Module, image: torch.Tensor, cfg: InferenceConfig) -> torch.Tensor:
+Progress = Callable[[Iterable, int], Iterable]  # (chunks, total) -> the chunks, reporting
+
+
+def slide_logits(
+    model: nn.Module, image: torch.Tensor, cfg: InferenceConfig, progress: Progress | None = None
+) -> torch.Tensor:
     """``image: (1, 3, H, W)`` -> ``(1, K, H, W)`` logits averaged over overlapping windows.
 
     Windows follow MMSegmentation's grid: ``ceil((H - crop) / stride) + 1`` rows, the last one
     aligned to the bottom edge; a window larger than the image covers the whole image.
+    ``progress`` wraps the batches of windows (e.g. a progress bar for very large images).
     """
     _, _, h, w = image.shape
     ch, cw = min(cfg.crop_size[0], h), min(cfg.crop_size[1], w)
@@ -58,8 +55,9 @@ def slide_logits(model: nn.Module, image: torch.Tensor, cfg: InferenceConfig) ->
             boxes.append((max(y2 - ch, 0), y2, max(x2 - cw, 0), x2))
     acc_device = torch.device("cpu") if h * w > cfg.cpu_accumulate_pixels else image.device
     total = count = None
-    for i in range(0, len(boxes), max(1, cfg.window_batch)):
-        chunk = boxes[i : i + cfg.window_batch]
+    step = max(1, cfg.window_batch)
+    chunks = [boxes[i : i + step] for i in range(0, len(boxes), step)]
+    for chunk in progress(chunks, len(chunks)) if progress else chunks:
         crops = torch.cat([image[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in chunk])
         out = _logits(model, crops).float().to(acc_device)
         if total is None:
@@ -82,8 +80,11 @@ def fit_size(
     return max(1, round(h * factor)), max(1, round(w * factor))
 
 
-def predict_logits(model: nn.Module, image: torch.Tensor, cfg: InferenceConfig) -> torch.Tensor:
-    """``image: (1, 3, H, W)`` in [0, 255] -> ``(1, K, H, W)`` scores at the original size.
+def predict_logits(
+    model: nn.Module, image: torch.Tensor, cfg: InferenceConfig, progress: Progress | None = None
+) -> torch.Tensor:
+    """``image: (N, 3, H, W)`` in [0, 255] -> ``(N, K, H, W)`` scores at the original size
+    (``N = 1`` in sliding-window mode).
 
     One pass returns logits; with several scales or flip, softmax probabilities are averaged.
     """
@@ -97,7 +98,10 @@ def predict_logits(model: nn.Module, image: torch.Tensor, cfg: InferenceConfig) 
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         if flip:
             x = x.flip(-1)
-        out = slide_logits(model, x, cfg) if cfg.mode == "slide" else _logits(model, x).float()
+        if cfg.mode == "slide":
+            out = slide_logits(model, x, cfg, progress)
+        else:
+            out = _logits(model, x).float()
         if flip:
             out = out.flip(-1)
         if tuple(out.shape[-2:]) != (h, w):
@@ -108,24 +112,6 @@ def predict_logits(model: nn.Module, image: torch.Tensor, cfg: InferenceConfig) 
             out = out.softmax(1)
         result = out if result is None else result + out.to(result.device)
     return result / len(passes) if len(passes) > 1 else result
-
-
-ImageInput = str | os.PathLike | np.ndarray | torch.Tensor
-
-
-def to_image_tensor(image: ImageInput) -> torch.Tensor:
-    """A path, an ``(H, W, 3)`` uint8 RGB array or a ``(3, H, W)`` tensor -> ``(3, H, W)`` tensor."""
-    if isinstance(image, str | os.PathLike):
-        image = read_rgb(image)
-    if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"expected an (H, W, 3) RGB array, got shape {image.shape}")
-        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
-    if isinstance(image, torch.Tensor):
-        if image.dim() != 3 or image.shape[0] != 3:
-            raise ValueError(f"expected a (3, H, W) tensor, got shape {tuple(image.shape)}")
-        return image
-    raise TypeError(f"cannot read an image from {type(image).__name__}")
 
 
 class Segmenter:
@@ -160,10 +146,7 @@ class Segmenter:
         overrides: Sequence[str] = (),
     ) -> Segmenter:
         """Load a run folder (its ``best.pt``, else ``last.pt``) or a checkpoint file."""
-        from .task import SegmentationTask
-
-        task = SegmentationTask()
-        model, cfg, meta = task.load_for_inference(path, device=device, overrides=overrides)
+        model, cfg, meta = load_model(path, device=device, overrides=overrides)
         return cls(
             model,
             meta["class_names"],
@@ -172,38 +155,62 @@ class Segmenter:
             amp=cfg.runtime.amp,
         )
 
+    def settings_for(self, height: int, width: int) -> InferenceConfig:
+        """The inference settings for an image: whole-image mode switches to sliding windows
+        above ``max_whole_pixels`` (a whole pass would allocate memory for the whole image at
+        every decoder level)."""
+        cfg = self.inference
+        limit = cfg.max_whole_pixels
+        if cfg.mode == "whole" and limit and height * width > limit:
+            log.warning(
+                "%dx%d image: above inference.max_whole_pixels=%d, run as sliding windows of "
+                "%s (stride %s)",
+                width,
+                height,
+                limit,
+                cfg.crop_size,
+                cfg.stride,
+            )
+            return dataclasses.replace(cfg, mode="slide")
+        return cfg
+
     @torch.no_grad()
-    def predict_scores(self, image: ImageInput) -> torch.Tensor:
+    def predict_scores(
+        self, image: ImageInput, *, progress: Progress | None = None
+    ) -> torch.Tensor:
         """``(K, H, W)`` scores (logits, or averaged probabilities with TTA) at original size."""
-        x = to_image_tensor(image).to(self.device)[None]
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
-        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-            return predict_logits(self.model, x, self.inference)[0].float()
+        x = image_to_tensor(image).to(self.device)[None]
+        cfg = self.settings_for(*x.shape[-2:])
+        with autocast(self.device, self.amp):
+            return predict_logits(self.model, x, cfg, progress)[0].float()
 
-    def predict(self, images: ImageInput | Sequence[ImageInput]) -> list[np.ndarray]:
-        """Label maps ``(H, W)`` uint8 at each image's original size."""
-        if isinstance(images, str | os.PathLike | np.ndarray | torch.Tensor) and not (
-            isinstance(images, torch.Tensor) and images.dim() == 4
-        ):
-            images = [images]
-        return [self.predict_scores(img).argmax(0).to(torch.uint8).cpu().numpy() for img in images]
-
-
-def save_label_png(labels: np.ndarray, path: str | Path, palette: np.ndarray) -> None:
-    """A palette PNG whose pixel values are the class indices (readable as a VOC mask)."""
-    from PIL import Image
-
-    img = Image.fromarray(labels.astype(np.uint8), mode="P")
-    img.putpalette(palette[:256].reshape(-1).tolist())
-    img.save(path)
-
-
-def overlay(
-    image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float = 0.5
-) -> np.ndarray:
-    """Blend class colours over ``image`` (background, class 0, left as is)."""
-    colours = palette[labels].astype(np.float32)
-    out = image.astype(np.float32)
-    fg = labels > 0
-    out[fg] = (1 - alpha) * out[fg] + alpha * colours[fg]
-    return out.clip(0, 255).astype(np.uint8)
+    @torch.no_grad()
+    def predict(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        *,
+        batch_size: int = 1,
+        progress: Progress | None = None,
+    ) -> list[np.ndarray]:
+        """Label maps ``(H, W)`` uint8 at each image's original size (a path, an RGB array, a
+        PIL image or a tensor, or a list of them). Consecutive images of one size go through
+        the model ``batch_size`` at a time (whole-image mode)."""
+        tensors = [image_to_tensor(img) for img in as_image_list(images)]
+        out: list[np.ndarray] = []
+        start = 0
+        while start < len(tensors):
+            shape = tensors[start].shape
+            end = start + 1
+            while end < min(start + batch_size, len(tensors)) and tensors[end].shape == shape:
+                end += 1
+            cfg = self.settings_for(*shape[-2:])
+            if end - start == 1 or cfg.mode != "whole":
+                out += [
+                    self.predict_scores(t, progress=progress).argmax(0) for t in tensors[start:end]
+                ]
+            else:
+                x = torch.stack(tensors[start:end]).to(self.device)
+                with autocast(self.device, self.amp):
+                    out += list(predict_logits(self.model, x, cfg).float().argmax(1))
+            start = end
+        return [labels.to(torch.uint8).cpu().numpy() for labels in out]

@@ -49,7 +49,8 @@ class SegmentationLoss(nn.Module):
             )
 
     def cross_entropy(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Mean over non-ignored pixels (weighted by class weights); 0 when every pixel is ignored."""
+        """Mean over non-ignored pixels (weighted by class weights); 0 when every pixel is
+        ignored."""
         per_pixel = F.cross_entropy(
             logits,
             target,

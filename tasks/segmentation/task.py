@@ -1,19 +1,17 @@
-"""The segmentation task: what the engine needs (model, data, losses, metrics)."""
+"""The segmentation task: what the engine needs (data, model, losses, evaluator)."""
 
 from __future__ import annotations
 
 import dataclasses
-import logging
-from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
-from resvision.backbones.weights import extract_state_dict, read_checkpoint
 from resvision.datasets.segmentation import (
+    CITYSCAPES_CLASSES,
     SegmentationDataset,
     SyntheticSegmentation,
     ade20k_items,
@@ -21,20 +19,20 @@ from resvision.datasets.segmentation import (
     folder_items,
     read_class_names,
     reduce_zero_label_lookup,
+    voc_class_names,
     voc_items,
 )
 from resvision.datasets.transforms import SegTrainTransform
-from resvision.heads.segmentation import SegmentationModel, build_segmentation_model
+from resvision.heads.segmentation import SegmentationModel
+from resvision.tasks.engine import distributed as D
 from resvision.tasks.engine.errors import ConfigError
-from resvision.tasks.engine.loop import load_model_weights, resolve_device
+from resvision.tasks.engine.runtime import resolve_device
 from resvision.tasks.engine.task import EvalContext, Task
 
 from .config import PRESETS, SegConfig
+from .evaluation import SegmentationEvaluator
 from .inference import predict_logits
-from .losses import SegmentationLoss
-from .metrics import ConfusionMatrix, per_class_table, save_confusion_png
-
-log = logging.getLogger(__name__)
+from .model import build_model
 
 
 def class_names_for(cfg: SegConfig) -> tuple[str, ...]:
@@ -45,10 +43,8 @@ def class_names_for(cfg: SegConfig) -> tuple[str, ...]:
     if d.source == "synthetic":
         return SyntheticSegmentation(1).class_names
     if d.source == "voc":
-        return voc_items(d.root, d.train_split)[1]
+        return voc_class_names(d.root)
     if d.source == "cityscapes":
-        from resvision.datasets.segmentation import CITYSCAPES_CLASSES
-
         return CITYSCAPES_CLASSES
     if d.source == "ade20k":
         names = Path(d.root) / "class_names.txt"
@@ -61,64 +57,25 @@ def class_names_for(cfg: SegConfig) -> tuple[str, ...]:
     )
 
 
-# -- whole-model weights (ours, smp's, torchvision's) -----------------------------------------
-def _segmentation_layout(sd: Mapping[str, torch.Tensor]) -> str | None:
-    keys = list(sd)
-    if any(k.startswith("segmentation_head.") for k in keys):
-        return "smp" if any(k.startswith("encoder.") for k in keys) else "resvision"
-    if any(k.startswith("classifier.") for k in keys) and any(
-        k.startswith("backbone.") for k in keys
-    ):
-        return "torchvision"
-    return None
-
-
-_TORCHVISION_RENAMES = (
-    ("classifier.0.", "decoder.aspp."),
-    ("classifier.1.", "decoder.conv."),
-    ("classifier.2.", "decoder.bn."),
-    ("classifier.4.", "segmentation_head.0."),
-    ("aux_classifier.", "aux_head."),
-)
-
-
-def convert_segmentation_state_dict(
-    sd: Mapping[str, torch.Tensor],
-) -> dict[str, torch.Tensor] | None:
-    """A whole-model state_dict in resvision's layout, or None if ``sd`` is backbone-only."""
-    sd = {k.removeprefix("module."): v for k, v in sd.items()}
-    layout = _segmentation_layout(sd)
-    if layout is None:
-        return None
-    out = {}
-    for key, value in sd.items():
-        if layout == "smp" and key.startswith("encoder."):
-            key = "backbone." + key[len("encoder.") :]
-        elif layout == "torchvision":
-            for old, new in _TORCHVISION_RENAMES:
-                if key.startswith(old):
-                    key = new + key[len(old) :]
-                    break
-        out[key] = value
-    return out
-
-
-def load_whole_model(model: nn.Module, sd: dict[str, torch.Tensor], source: str) -> None:
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in sd and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in sd if k not in expected and not k.endswith("num_batches_tracked")]
-    mismatched = [
-        f"{k}: {tuple(sd[k].shape)} vs {tuple(expected[k].shape)}"
-        for k in sd
-        if k in expected and sd[k].shape != expected[k].shape
-    ]
-    if missing or unexpected or mismatched:
-        raise ConfigError(
-            f"{source} does not fit this segmentation model: missing {missing[:8]}, unexpected "
-            f"{unexpected[:8]}, shape mismatches {mismatched[:4]}. Check model.arch, "
-            "model.backbone, model.num_classes and the head options of the preset it came from"
-        )
-    model.load_state_dict(sd, strict=False)
+def _items(cfg: SegConfig, split: str) -> tuple[list, Any]:
+    """The (image, mask) items of a split and the label lookup table (or None)."""
+    d = cfg.data
+    lookup = reduce_zero_label_lookup(d.ignore_index) if d.reduce_zero_label else None
+    name = d.train_split if split == "train" else d.val_split
+    if d.source == "voc":
+        return voc_items(d.root, name)[0], lookup
+    if d.source == "cityscapes":
+        items, _, lookup = cityscapes_items(d.root, name)
+        return items, lookup
+    if d.source == "ade20k":
+        items, lookup = ade20k_items(d.root, name)
+        return items, lookup
+    images, masks = (
+        (d.train_images, d.train_masks) if split == "train" else (d.val_images, d.val_masks)
+    )
+    if split == "train" and (not images or not masks):
+        raise ConfigError("data.source=folder needs data.train_images and data.train_masks folders")
+    return (folder_items(images, masks) if images else []), lookup
 
 
 class SegmentationTask(Task):
@@ -127,43 +84,12 @@ class SegmentationTask(Task):
     main_metric = "mIoU"
     default_preset = "unet_r18_synthetic"
 
-    def __init__(self) -> None:
-        self.last_confusion: np.ndarray | None = None
-        self.class_names: tuple[str, ...] = ()
-
     def presets(self):
         return PRESETS
 
-    def finalize_config(self, cfg: SegConfig) -> SegConfig:
-        names = class_names_for(cfg)
-        num = cfg.model.num_classes or len(names)
-        if num != len(names):
-            raise ConfigError(
-                f"model.num_classes={cfg.model.num_classes} but the data has {len(names)} classes "
-                f"({', '.join(names[:6])}...); set model.num_classes=0 to follow the data"
-            )
-        self.class_names = names
-        return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=num))
-
-    # -- model ------------------------------------------------------------------------------
-    def build_model(self, cfg: SegConfig) -> SegmentationModel:
-        criterion = SegmentationLoss(cfg.loss, cfg.model.num_classes, cfg.data.ignore_index)
-        weights, whole = cfg.model.weights, None
-        if weights and Path(weights).is_file():
-            sd = extract_state_dict(read_checkpoint(weights), source=weights)
-            whole = convert_segmentation_state_dict(sd)
-            weights = None if whole is not None else sd
-        model = build_segmentation_model(cfg.model, cfg.model, criterion, backbone_weights=weights)
-        if whole is not None:
-            load_whole_model(model, whole, cfg.model.weights)
-            log.info("loaded a whole segmentation model from %s", cfg.model.weights)
-        return model
-
     # -- data -------------------------------------------------------------------------------
-    def build_datasets(self, cfg: SegConfig):
+    def build_train_set(self, cfg: SegConfig) -> Dataset:
         d = cfg.data
-        names = class_names_for(cfg)
-        self.class_names = names
         transform = SegTrainTransform(
             crop_size=d.crop_size,
             scale=d.scale,
@@ -173,56 +99,61 @@ class SegmentationTask(Task):
             color=d.photometric,
         )
         if d.source == "synthetic":
-            train = SyntheticSegmentation(
+            return SyntheticSegmentation(
                 d.synthetic_train,
                 d.synthetic_size,
                 seed=d.synthetic_seed,
                 ignore_index=d.ignore_index,
                 transform=transform,
             )
-            val = SyntheticSegmentation(
+        items, lookup = _items(cfg, "train")
+        return SegmentationDataset(
+            items,
+            class_names_for(cfg),
+            transform=transform,
+            ignore_index=d.ignore_index,
+            lookup=lookup,
+        )
+
+    def finalize_config(self, cfg: SegConfig, train_set: Dataset) -> SegConfig:
+        names = class_names_for(cfg)
+        num = cfg.model.num_classes or len(names)
+        if num != len(names):
+            raise ConfigError(
+                f"model.num_classes={cfg.model.num_classes} but the data has {len(names)} classes "
+                f"({', '.join(names[:6])}...); set model.num_classes=0 to follow the data"
+            )
+        return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=num))
+
+    def build_val_set(self, cfg: SegConfig) -> Dataset | None:
+        d = cfg.data
+        if d.source == "synthetic":
+            return SyntheticSegmentation(
                 d.synthetic_val,
                 d.synthetic_size,
                 seed=d.synthetic_seed + 1,
                 ignore_index=d.ignore_index,
             )
-            return train, val
-        lookup = reduce_zero_label_lookup(d.ignore_index) if d.reduce_zero_label else None
-        if d.source == "voc":
-            train_items, val_items = (
-                voc_items(d.root, d.train_split)[0],
-                voc_items(d.root, d.val_split)[0],
-            )
-        elif d.source == "cityscapes":
-            train_items, _, lookup = cityscapes_items(d.root, d.train_split)
-            val_items = cityscapes_items(d.root, d.val_split)[0]
-        elif d.source == "ade20k":
-            train_items, lookup = ade20k_items(d.root, d.train_split)
-            val_items = ade20k_items(d.root, d.val_split)[0]
-        else:
-            if not d.train_images or not d.train_masks:
-                raise ConfigError(
-                    "data.source=folder needs data.train_images and data.train_masks folders"
-                )
-            train_items = folder_items(d.train_images, d.train_masks)
-            val_items = folder_items(d.val_images, d.val_masks) if d.val_images else []
-        common = {"ignore_index": d.ignore_index, "lookup": lookup}
-        train = SegmentationDataset(train_items, names, transform=transform, **common)
-        val = SegmentationDataset(val_items, names, **common) if val_items else None
-        return train, val
+        items, lookup = _items(cfg, "val")
+        if not items:
+            return None
+        return SegmentationDataset(
+            items, class_names_for(cfg), ignore_index=d.ignore_index, lookup=lookup
+        )
 
     def collate(self, items: list[dict]) -> dict[str, Any]:
         images = [it["image"] for it in items]
         masks = [it["mask"] for it in items]
+        names = [it["name"] for it in items]
         if len({tuple(i.shape) for i in images}) == 1:
-            return {
-                "images": torch.stack(images),
-                "targets": torch.stack(masks),
-                "names": [it["name"] for it in items],
-            }
-        return {"images": images, "targets": masks, "names": [it["name"] for it in items]}
+            return {"images": torch.stack(images), "targets": torch.stack(masks), "names": names}
+        return {"images": images, "targets": masks, "names": names}
 
-    def training_losses(self, model, batch):
+    # -- model and losses -------------------------------------------------------------------
+    def build_model(self, cfg: SegConfig) -> SegmentationModel:
+        return build_model(cfg)
+
+    def training_losses(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         if isinstance(batch["images"], list):
             raise ConfigError(
                 "training images differ in size: set data.crop_size so batches can be stacked"
@@ -230,64 +161,22 @@ class SegmentationTask(Task):
         return model(batch["images"], batch["targets"])
 
     # -- evaluation -------------------------------------------------------------------------
-    def evaluate(self, model: nn.Module, loader: Iterable, ctx: EvalContext) -> dict[str, float]:
-        cfg = ctx.cfg
-        if cfg is None:
-            raise ValueError("segmentation evaluation needs the run config (EvalContext.cfg)")
-        cm = ConfusionMatrix(model.num_classes, cfg.data.ignore_index, ctx.device)
-        for batch in loader:
-            images = batch["images"]
-            targets = batch["targets"]
-            for i in range(len(images)):
-                with ctx.autocast():
-                    scores = predict_logits(model, images[i][None], cfg.inference)
-                cm.update(scores.argmax(1)[0], targets[i])
-        cm.all_reduce()
-        self.last_confusion = cm.matrix.cpu().numpy()
-        metrics = cm.compute()
-        out = {k: metrics[k] for k in ("mIoU", "aAcc", "mAcc", "mDice")}
-        names = self.class_names or tuple(str(i) for i in range(model.num_classes))
-        for name, iou in zip(names, metrics["IoU"]):
-            if not np.isnan(iou):
-                out[f"IoU/{name}"] = float(iou)
+    def build_evaluator(self, cfg: SegConfig, dataset: Dataset) -> SegmentationEvaluator:
+        device = resolve_device(cfg.runtime.device, D.current())
+        return SegmentationEvaluator(
+            class_names_for(cfg), ignore_index=cfg.data.ignore_index, device=device
+        )
+
+    def predict_batch(
+        self, model: nn.Module, batch: dict[str, Any], ctx: EvalContext
+    ) -> list[torch.Tensor]:
+        """One ``(H, W)`` label map per image, each predicted at its own size."""
+        out = []
+        for image in batch["images"]:
+            with ctx.autocast():
+                scores = predict_logits(model, image[None], ctx.cfg.inference)
+            out.append(scores.argmax(1)[0])
         return out
 
-    def checkpoint_meta(self, cfg: SegConfig, train_set) -> dict[str, Any]:
-        return {"class_names": list(self.class_names)}
-
-    def after_training(self, model: nn.Module, cfg: SegConfig, ctx: EvalContext) -> None:
-        if self.last_confusion is None or ctx.run_dir is None:
-            return
-        from .metrics import metrics_from_confusion
-
-        out = Path(ctx.run_dir) / "eval"
-        out.mkdir(parents=True, exist_ok=True)
-        table = per_class_table(metrics_from_confusion(self.last_confusion), self.class_names)
-        (out / "per_class.md").write_text(table + "\n")
-        save_confusion_png(self.last_confusion, self.class_names, out / "confusion.png")
-        print(table)
-
-    def command(self, verb: str, argv: list[str]) -> int:
-        from . import cli
-
-        commands = {
-            "predict": cli.predict_main,
-            "export": cli.export_main,
-            "benchmark": cli.benchmark_main,
-        }
-        if verb not in commands:
-            return super().command(verb, argv)
-        return commands[verb](argv)
-
-    # -- inference --------------------------------------------------------------------------
-    def load_for_inference(
-        self, path: str | Path, *, device: str = "auto", overrides: Sequence[str] = ()
-    ) -> tuple[SegmentationModel, SegConfig, dict]:
-        """Model (eval mode, best weights), config and meta of a checkpoint or run folder."""
-        state, cfg = self.checkpoint_for_inference(path, overrides)
-        model = self.build_model(cfg)
-        load_model_weights(model, state)
-        model.to(resolve_device(device)).eval()
-        meta = state.get("meta") or {}
-        meta.setdefault("class_names", [str(i) for i in range(cfg.model.num_classes)])
-        return model, cfg, meta
+    def checkpoint_meta(self, cfg: SegConfig, train_set: Dataset) -> dict[str, Any]:
+        return {"class_names": list(class_names_for(cfg))}

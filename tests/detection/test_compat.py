@@ -71,10 +71,10 @@ def test_torchvision_fasterrcnn_state_dict_gives_the_same_detections(v2, tmp_pat
     # pretrained weights): use the same op, so that the comparison is bit-for-bit
     overrides = [
         f"model.weights={tmp_path / 'tv.pth'}",
-        "model.test_min_size=256",
-        "model.test_max_size=384",
+        "model.test.min_size=256",
+        "model.test.max_size=384",
         "model.norm=bn",
-        "model.detections_per_img=1000",
+        "model.roi_heads.detections_per_img=1000",
     ]
     cfg = apply_overrides(PRESETS[preset](), overrides)
     ours = DetectionTask().build_model(cfg).eval()
@@ -136,9 +136,9 @@ def test_training_losses_equal_torchvision_when_every_anchor_and_proposal_is_sam
     tv.rpn._pre_nms_top_n["training"], tv.rpn._post_nms_top_n["training"] = 600, 300
     cfg = apply_overrides(
         PRESETS[f"fasterrcnn_resnet50_fpn{'_v2' if v2 else ''}_torchvision"](),
-        ["model.norm=bn", "model.weights=none", "model.frozen_stages=0", f"model.rpn_batch_size_per_image={everything}",
-         f"model.box_batch_size_per_image={everything}", "model.rpn_pre_nms_top_n_train=600",
-         "model.rpn_post_nms_top_n_train=300"],
+        ["model.norm=bn", "model.weights=none", "model.frozen_stages=0", f"model.rpn.batch_size_per_image={everything}",
+         f"model.roi_heads.batch_size_per_image={everything}", "model.rpn.pre_nms_top_n_train=600",
+         "model.rpn.post_nms_top_n_train=300"],
     )  # fmt: skip
     ours = DetectionTask().build_model(cfg)
     ours.load_state_dict(tv.state_dict())
@@ -164,7 +164,7 @@ def test_training_losses_equal_torchvision_when_every_anchor_and_proposal_is_sam
 
 
 def test_sync_free_sampler_follows_torchvision_counts():
-    from resvision.heads.detection import _sample
+    from resvision.heads.detection.box_ops import sample_balanced as _sample
 
     g = torch.Generator().manual_seed(0)
     fg = torch.rand(4, 1000, generator=g) < torch.tensor([[0.001], [0.05], [0.3], [0.0]])

@@ -108,7 +108,9 @@ def test_compact_storage_is_much_smaller_than_torchvision_cocodetection(tmp_path
 
     from torchvision.datasets import CocoDetection
 
-    from resvision.tasks.detection.benchmark import synthetic_coco
+    from resvision.tools.benchmark_cmd import load
+
+    synthetic_coco = load("detection").synthetic_coco
 
     path = tmp_path / "big.json"
     path.write_text(json.dumps(synthetic_coco(2000, 7.3)))

@@ -179,11 +179,12 @@ def test_corrupt_checkpoint_is_a_clear_error_and_never_replaces_the_good_one(tmp
         load_checkpoint(tmp_path / "cut.pt")
     # a crash in the middle of writing leaves the previous checkpoint intact
     from resvision.tasks.engine import checkpoint as ckpt
+    from resvision.tasks.engine import files
 
     def crash(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(ckpt.os, "replace", crash)
+    monkeypatch.setattr(files.os, "replace", crash)
     with pytest.raises(OSError):
         ckpt.save_checkpoint(tmp_path / "last.pt", {"model": {"w": torch.zeros(3)}})
     assert (tmp_path / "last.pt").read_bytes() == good

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from resvision.backbones import create_backbone
 from resvision.tasks.engine import distributed as D
 from resvision.tasks.engine.config import OptimConfig, RuntimeConfig, ScheduleConfig
-from resvision.tasks.engine.task import EvalContext, Task
+from resvision.tasks.engine.task import EvalContext, Evaluator, Task
 
 NUM_CLASSES = 4
 
@@ -33,7 +33,6 @@ class ToyModelConfig:
     norm: str = "bn"
     nan_from_call: int = -1  # training forward calls from this one on return a NaN loss (tests)
     nan_calls: int = 1_000_000  # ... for this many calls
-    sync_bn: bool = False
     dropout: float = 0.1
 
 
@@ -114,6 +113,24 @@ class ToyModel(nn.Module):
         return {"loss_cls": loss, "loss_l2": 1e-3 * logits.float().square().mean()}
 
 
+class AccuracyEvaluator(Evaluator):
+    """Top-1 accuracy, counted on every rank and summed."""
+
+    def reset(self):
+        self.correct = self.total = 0
+
+    def process(self, batch, logits):
+        self.correct += int((logits.argmax(1) == batch["targets"]).sum())
+        self.total += len(batch["targets"])
+
+    def evaluate(self):
+        parts = D.gather_objects((self.correct, self.total))
+        return {
+            "accuracy": sum(c for c, _ in parts) / max(sum(t for _, t in parts), 1),
+            "count": float(sum(t for _, t in parts)),
+        }
+
+
 class ToyTask(Task):
     name = "toy"
     config_class = ToyConfig
@@ -126,26 +143,22 @@ class ToyTask(Task):
     def build_model(self, cfg):
         return ToyModel(cfg.model)
 
-    def build_datasets(self, cfg):
-        d = cfg.data
-        return ToyDataset(d.num_train, d.size, 1), ToyDataset(d.num_val, d.size, 2)
+    def build_train_set(self, cfg):
+        return ToyDataset(cfg.data.num_train, cfg.data.size, 1)
+
+    def build_val_set(self, cfg):
+        return ToyDataset(cfg.data.num_val, cfg.data.size, 2)
 
     def collate(self, items):
         images, labels = zip(*items)
         return {"images": torch.stack(images), "targets": torch.tensor(labels)}
 
-    def evaluate(self, model, loader, ctx: EvalContext):
-        correct = total = 0
-        for batch in loader:
-            with ctx.autocast():
-                logits = model(batch["images"])
-            correct += int((logits.argmax(1) == batch["targets"]).sum())
-            total += len(batch["targets"])
-        parts = D.gather_objects((correct, total))
-        return {
-            "accuracy": sum(c for c, _ in parts) / max(sum(t for _, t in parts), 1),
-            "count": float(sum(t for _, t in parts)),
-        }
+    def build_evaluator(self, cfg, dataset):
+        return AccuracyEvaluator()
+
+    def predict_batch(self, model, batch, ctx: EvalContext):
+        with ctx.autocast():
+            return model(batch["images"])
 
     def checkpoint_meta(self, cfg, train_set):
         return {"class_names": [f"quadrant{i}" for i in range(NUM_CLASSES)]}

@@ -24,7 +24,9 @@ from resvision.datasets.recordio import (
     pack,
     unpack,
 )
-from resvision.tasks.face.verification import evaluate_embeddings, kfold, reference_evaluate
+from resvision.tasks.face.evaluation import evaluate_embeddings, kfold
+
+from .insightface_reference import reference_evaluate
 
 
 def _identity_folder(root, people=3, each=4, size=40):

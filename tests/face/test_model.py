@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from resvision.datasets.face import ARCFACE_TEMPLATE, estimate_norm, norm_crop, template_for
 from resvision.heads.margin import ARCFACE, COSFACE, CombinedMarginLoss, PartialFC
 from resvision.tasks.engine.config import apply_overrides
-from resvision.tasks.face import FaceTask
 from resvision.tasks.face.config import PRESETS
+from resvision.tasks.face.model import build_embedder
 
 from ..conftest import FIXTURES
 
@@ -92,7 +92,7 @@ def test_arcface_torch_backbone_pth_loads_with_the_same_output(tmp_path):
             "data.image_size=112",
         ],
     )
-    model = FaceTask().build_embedder(cfg).eval()
+    model = build_embedder(cfg).eval()
     images = torch.rand(2, 3, 112, 112) * 255
     with torch.no_grad():
         expected = _arcface_forward(sd, (images / 255 - 0.5) / 0.5, [2, 2, 2, 2])

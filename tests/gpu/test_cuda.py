@@ -16,7 +16,7 @@ from resvision.heads.nms import group_nms
 from resvision.tasks.engine.checkpoint import load_checkpoint
 from resvision.tasks.engine.config import apply_overrides
 from resvision.tasks.engine.loop import train
-from resvision.tasks.segmentation.metrics import ConfusionMatrix
+from resvision.tasks.segmentation.evaluation import ConfusionMatrix
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -97,8 +97,8 @@ def test_torchvision_fasterrcnn_state_dict_gives_the_same_detections_on_cuda(tmp
     torch.backends.cudnn.deterministic = True
     ref = _randomized(False)
     torch.save(ref.state_dict(), tmp_path / "tv.pth")
-    overrides = [f"model.weights={tmp_path / 'tv.pth'}", "model.test_min_size=256", "model.test_max_size=384",
-                 "model.norm=bn", "model.detections_per_img=1000"]  # fmt: skip
+    overrides = [f"model.weights={tmp_path / 'tv.pth'}", "model.test.min_size=256", "model.test.max_size=384",
+                 "model.norm=bn", "model.roi_heads.detections_per_img=1000"]  # fmt: skip
     cfg = apply_overrides(PRESETS["fasterrcnn_resnet50_fpn_torchvision"](), overrides)
     ours = DetectionTask().build_model(cfg).eval().cuda()
     ref = ref.cuda()

@@ -32,7 +32,7 @@ def _ours(preset: str, weights, *overrides):
         PRESETS[preset](), [f"model.weights={weights}", "data.source=synthetic", *overrides]
     )
     if cfg.model.num_classes == 0:  # follows the (synthetic) data
-        cfg = task.finalize_config(cfg)
+        cfg = task.finalize_config(cfg, None)
     return task.build_model(cfg).eval()
 
 

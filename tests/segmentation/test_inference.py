@@ -7,8 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from resvision.backbones import BackboneConfig
-from resvision.heads.segmentation import SegHeadConfig, build_segmentation_model
+from resvision.heads.segmentation import SegModelConfig, build_segmentation_model
 from resvision.tasks.segmentation.inference import (
     InferenceConfig,
     Segmenter,
@@ -56,8 +55,9 @@ def test_cpu_accumulation_for_large_images_gives_the_same_result():
 def dlv3p():
     torch.manual_seed(0)
     return build_segmentation_model(
-        BackboneConfig("resnet18", output_stride=16),
-        SegHeadConfig(arch="deeplabv3plus", num_classes=3),
+        SegModelConfig(
+            backbone="resnet18", output_stride=16, arch="deeplabv3plus", num_classes=3
+        )
     ).eval()
 
 

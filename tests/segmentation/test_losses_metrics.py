@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from resvision.tasks.segmentation.evaluation import ConfusionMatrix, per_class_table
 from resvision.tasks.segmentation.losses import SegLossConfig, SegmentationLoss
-from resvision.tasks.segmentation.metrics import ConfusionMatrix, per_class_table
 
 IGNORE = 255
 

@@ -1,4 +1,5 @@
-"""One confusion matrix over the whole dataset, and the metrics derived from it.
+"""Segmentation metrics: one confusion matrix over the whole dataset, the metrics derived from
+it, the per-class report, and the evaluator the training engine feeds.
 
 Conventions (MMSegmentation's): IoU = TP / (TP + FP + FN); a class absent from both the ground
 truth and the prediction has no IoU and is left out of the means (NaN, not 0); pixel accuracy
@@ -8,12 +9,15 @@ truth and the prediction has no IoU and is left out of the means (NaN, not 0); p
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from resvision.tasks.engine import distributed as D
+from resvision.tasks.engine.task import Evaluator
 from resvision.tasks.table import format_table
 
 
@@ -86,7 +90,8 @@ def per_class_table(metrics: dict, class_names: tuple[str, ...]) -> str:
         rows.append([name] + ["-" if np.isnan(v) else round(100 * float(v), 2) for v in cells])
     rows.append(["mean"] + [round(100 * metrics[k], 2) for k in ("mIoU", "mAcc", "mDice")] + ["-"])
     table = format_table(("class", "IoU", "Acc", "Dice", "Precision"), rows, floatfmt=".2f")
-    return f"{table}\n\naAcc {100 * metrics['aAcc']:.2f}  mIoU {100 * metrics['mIoU']:.2f}  mAcc {100 * metrics['mAcc']:.2f}"
+    means = "  ".join(f"{k} {100 * metrics[k]:.2f}" for k in ("aAcc", "mIoU", "mAcc"))
+    return f"{table}\n\n{means}"
 
 
 def save_confusion_png(cm: np.ndarray, class_names: tuple[str, ...], path: str | Path) -> Path:
@@ -126,3 +131,51 @@ def save_confusion_png(cm: np.ndarray, class_names: tuple[str, ...], path: str |
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+class SegmentationEvaluator(Evaluator):
+    """mIoU, aAcc, mAcc, mDice and per-class IoU from one confusion matrix summed over ranks.
+
+    ``process(batch, predictions)`` takes the batch's ``targets`` and one ``(H, W)`` label map
+    per image; :meth:`write_report` writes ``per_class.md`` and ``confusion.png``.
+    """
+
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        *,
+        ignore_index: int = 255,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.class_names = tuple(class_names)
+        self.ignore_index = ignore_index
+        self.device = torch.device(device)
+        self.last_confusion: np.ndarray | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        self.matrix = ConfusionMatrix(len(self.class_names), self.ignore_index, self.device)
+
+    def process(self, batch: dict[str, Any], predictions: Sequence[torch.Tensor]) -> None:
+        for pred, target in zip(predictions, batch["targets"]):
+            self.matrix.update(pred, target)
+
+    def evaluate(self) -> dict[str, float]:
+        self.matrix.all_reduce()
+        self.last_confusion = self.matrix.matrix.cpu().numpy()
+        metrics = metrics_from_confusion(self.last_confusion)
+        out = {k: metrics[k] for k in ("mIoU", "aAcc", "mAcc", "mDice")}
+        for name, iou in zip(self.class_names, metrics["IoU"]):
+            if not np.isnan(iou):
+                out[f"IoU/{name}"] = float(iou)
+        return out
+
+    def write_report(self, folder: Path) -> str | None:
+        if self.last_confusion is None:
+            return None
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        table = per_class_table(metrics_from_confusion(self.last_confusion), self.class_names)
+        (folder / "per_class.md").write_text(table + "\n")
+        save_confusion_png(self.last_confusion, self.class_names, folder / "confusion.png")
+        return table

@@ -26,7 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from resvision.tasks.engine.runtime import autocast, resolve_device
 from resvision.tasks.table import format_table
+
+from .timing import best_of_rounds, device_name, items_per_second, sgd_train_step
 
 
 def synthetic_coco(
@@ -35,8 +38,18 @@ def synthetic_coco(
     """A COCO-format dict shaped like COCO's: 640-wide images, polygon segmentations, crowds."""
     rng = np.random.default_rng(seed)
     counts = rng.poisson(boxes_per_image, num_images)
-    images = [{"id": i + 1, "file_name": f"{i + 1:012d}.jpg", "height": int(h), "width": 640, "license": 1, "coco_url": "", "date_captured": ""}
-              for i, h in enumerate(rng.integers(360, 641, num_images))]  # fmt: skip
+    images = [
+        {
+            "id": i + 1,
+            "file_name": f"{i + 1:012d}.jpg",
+            "height": int(h),
+            "width": 640,
+            "license": 1,
+            "coco_url": "",
+            "date_captured": "",
+        }
+        for i, h in enumerate(rng.integers(360, 641, num_images))
+    ]
     anns, k = [], 0
     for img, n in zip(images, counts):
         for _ in range(n):
@@ -52,8 +65,17 @@ def synthetic_coco(
                 .round(2)
             ]
             k += 1
-            anns.append({"id": k, "image_id": img["id"], "category_id": int(rng.integers(1, num_classes + 1)), "bbox": [x, y, w, h],
-                         "area": float(w * h * 0.6), "iscrowd": int(rng.random() < 0.01), "segmentation": [poly]})  # fmt: skip
+            anns.append(
+                {
+                    "id": k,
+                    "image_id": img["id"],
+                    "category_id": int(rng.integers(1, num_classes + 1)),
+                    "bbox": [x, y, w, h],
+                    "area": float(w * h * 0.6),
+                    "iscrowd": int(rng.random() < 0.01),
+                    "segmentation": [poly],
+                }
+            )
     cats = [
         {"id": c, "name": f"class_{c}", "supercategory": "thing"} for c in range(1, num_classes + 1)
     ]
@@ -99,7 +121,7 @@ def bench_evaluation(
     from pycocotools.cocoeval import COCOeval
 
     from resvision.datasets.detection import read_coco
-    from resvision.tasks.detection.evaluation import COCOEvaluator
+    from resvision.tasks.detection.evaluation import METRICS, COCOEvaluator
 
     rng = np.random.default_rng(1)
     gt = synthetic_coco(num_images, gt_per_image, seed=1)
@@ -132,29 +154,7 @@ def bench_evaluation(
         t1 = time.perf_counter()
         ours = COCOEvaluator(ann, "faster_coco_eval").evaluate(rows)
         t2 = time.perf_counter()
-    same = bool(
-        np.allclose(
-            ev.stats[:12],
-            [
-                ours[k]
-                for k in (
-                    "AP",
-                    "AP50",
-                    "AP75",
-                    "APs",
-                    "APm",
-                    "APl",
-                    "AR1",
-                    "AR10",
-                    "AR100",
-                    "ARs",
-                    "ARm",
-                    "ARl",
-                )
-            ],
-            atol=1e-6,
-        )
-    )
+    same = bool(np.allclose(ev.stats[:12], [ours[k] for k in METRICS], atol=1e-6))
     return [
         ["pycocotools", len(rows), t1 - t0, 1.0, float(ev.stats[0]), "-"],
         [
@@ -196,7 +196,8 @@ def bench_models(
     from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 
     from resvision.backbones import create_backbone
-    from resvision.heads.detection import DetectorHeadConfig, FasterRCNN
+    from resvision.heads.detection import FasterRCNN
+    from resvision.heads.detection.config import FasterRCNNConfig, TestSizeConfig
 
     torch.manual_seed(0)
     # torchvision's model as it is trained: what fasterrcnn_resnet50_fpn builds around ImageNet
@@ -207,7 +208,7 @@ def bench_models(
     )
     ours = FasterRCNN(
         create_backbone("resnet50", norm="frozen_bn", frozen_stages=2),
-        DetectorHeadConfig(num_classes=90, test_min_size=size[0], test_max_size=size[1]),
+        FasterRCNNConfig(num_classes=90, test=TestSizeConfig(min_size=size[0], max_size=size[1])),
     )
     ours.load_state_dict(tv.state_dict())
     tv, ours = tv.to(device), ours.to(device)
@@ -225,44 +226,15 @@ def bench_models(
         )
     unit = [img / 255 for img in images]
 
-    def timed(fn, n):
-        fn()  # warm-up
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return n * batch / (time.perf_counter() - t0)
-
     def train_step(model, inputs, amp):
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-        opt = torch.optim.SGD(
-            [p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9
+        return sgd_train_step(
+            model, lambda: sum(model(inputs, targets).values()), amp=amp, device=device, lr=1e-4
         )
-        scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
-
-        def step():
-            model.train()
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                loss = sum(model(inputs, targets).values())
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            opt.zero_grad(set_to_none=True)
-
-        return step
 
     def infer(model, inputs, amp):
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-
         def run():
             model.eval()
-            with (
-                torch.no_grad(),
-                torch.autocast(device.type, dtype=dtype, enabled=dtype is not None),
-            ):
+            with torch.no_grad(), autocast(device, amp):
                 model(inputs)
 
         return run
@@ -283,26 +255,25 @@ def bench_models(
             model = copy.deepcopy(model).to(memory_format=torch.channels_last)
             precision = precision[:-3]
         setups.append((name, model, inputs, precision))
+
     # set-ups alternate over the rounds (forwards, then backwards) and each keeps its best, so
     # that clock or thermal drift during the run does not favour whichever ran first
-    best: dict[int, list[float]] = {i: [0.0, 0.0] for i in range(len(setups))}
-    for r in range(rounds):
-        for i in range(len(setups)) if r % 2 == 0 else reversed(range(len(setups))):
-            _, model, inputs, precision = setups[i]
-            best[i][0] = max(best[i][0], timed(train_step(model, inputs, precision), steps))
-            best[i][1] = max(best[i][1], timed(infer(model, inputs, precision), steps))
-    rows = []
-    for i, (name, model, inputs, precision) in enumerate(setups):
-        rows.append(
-            [
-                name,
-                device.type,
-                precision,
-                f"{batch}x{size[0]}x{size[1]}",
-                *best[i],
-                host_syncs(train_step(model, inputs, precision)) if device.type == "cuda" else "-",
-            ]
+    def measure(setup):
+        _, model, inputs, precision = setup
+        train = items_per_second(
+            train_step(model, inputs, precision), items=batch, steps=steps, device=device
         )
+        rate = items_per_second(
+            infer(model, inputs, precision), items=batch, steps=steps, device=device
+        )
+        return train, rate
+
+    best = best_of_rounds(setups, rounds, measure)
+    rows = []
+    for (name, model, inputs, precision), figures in zip(setups, best):
+        syncs = host_syncs(train_step(model, inputs, precision)) if device.type == "cuda" else "-"
+        size_text = f"{batch}x{size[0]}x{size[1]}"
+        rows.append([name, device.type, precision, size_text, *figures, syncs])
     for r in rows:
         r.append(r[4] / rows[0][4])
     return rows
@@ -340,8 +311,6 @@ def main(argv: list[str]) -> int:
     p.add_argument("--dataset-images", type=int, default=118_287)
     p.add_argument("--skip", nargs="*", default=[], choices=("models", "evaluation", "dataset"))
     args = p.parse_args(argv)
-    from resvision.tasks.engine.loop import resolve_device
-
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
     if "models" not in args.skip:
@@ -354,8 +323,7 @@ def main(argv: list[str]) -> int:
             device=device,
             rounds=args.rounds,
         )
-        name = torch.cuda.get_device_name(device) if cuda else "cpu"
-        print(f"Faster R-CNN R50-FPN on {name}\n")
+        print(f"Faster R-CNN R50-FPN on {device_name(device)}\n")
         print(
             format_table(
                 (

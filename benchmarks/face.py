@@ -9,17 +9,17 @@ softmax over every identity. resvision's default GPU recipe: bf16 autocast with 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from resvision.tasks.engine.runtime import resolve_device
 from resvision.tasks.table import format_table
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from .timing import device_name, items_per_second, sgd_train_step
 
 
 def bench_training(
@@ -32,8 +32,7 @@ def bench_training(
     device: torch.device,
     cuda: bool,
 ) -> list[list]:
-    from resvision.backbones import BackboneConfig
-    from resvision.heads.embedding import EmbeddingHeadConfig, build_embedding_model
+    from resvision.heads.embedding import EmbeddingModelConfig, build_embedding_model
     from resvision.heads.margin import ARCFACE, CombinedMarginLoss, PartialFC
 
     torch.manual_seed(0)
@@ -42,41 +41,27 @@ def bench_training(
     rows = []
 
     def run(name: str, amp: str, channels_last: bool, trunk_only: bool) -> None:
-        model = build_embedding_model(
-            BackboneConfig(backbone), EmbeddingHeadConfig(input_size=size)
-        ).to(device)
+        model = build_embedding_model(EmbeddingModelConfig(backbone, input_size=size)).to(device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         classifier = PartialFC(CombinedMarginLoss(64.0, **ARCFACE), 512, classes).to(device)
-        params = list(model.parameters()) + list(classifier.parameters())
-        opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4)
-        scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
         x = images.contiguous(memory_format=torch.channels_last) if channels_last else images
 
-        def step():
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                if trunk_only:  # arcface_torch: autocast over the trunk, head and loss in fp32
-                    feats = model.backbone(model.backbone.normalization.normalize(x))
-                    with torch.autocast(device.type, enabled=False):
-                        emb = model.head(feats[model.backbone.feature_specs[-1].name].float())
-                else:
-                    emb = model(x)
-                loss = classifier(emb, labels)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            opt.zero_grad(set_to_none=True)
+        def loss() -> torch.Tensor:
+            if trunk_only:  # arcface_torch: autocast over the trunk, head and loss in fp32
+                feats = model.backbone(model.backbone.normalization.normalize(x))
+                with torch.autocast(device.type, enabled=False):
+                    emb = model.head(feats[model.backbone.feature_specs[-1].name].float())
+            else:
+                emb = model(x)
+            return classifier(emb, labels)
 
-        step()
-        _sync(device)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            step()
-        _sync(device)
-        rows.append(
-            [name, f"{batch}x{size}", classes, amp, batch * steps / (time.perf_counter() - t0)]
+        params = list(model.parameters()) + list(classifier.parameters())
+        step = sgd_train_step(
+            model, loss, amp=amp, device=device, params=params, lr=0.1, weight_decay=5e-4
         )
+        rate = items_per_second(step, items=batch, steps=steps, device=device)
+        rows.append([name, f"{batch}x{size}", classes, amp, rate])
 
     run("arcface_torch way (fp16 trunk, fp32 head, NCHW)", "fp16" if cuda else "off", False, True)
     run(
@@ -90,9 +75,20 @@ def bench_training(
     return rows
 
 
-def bench_verification(pairs: int = 6000, dim: int = 512, repeats: int = 1) -> list[list]:
-    from .verification import evaluate_embeddings, reference_evaluate
+def _reference_evaluate():
+    """InsightFace's per-threshold loop, as the tests keep it
+    (tests/face/insightface_reference.py)."""
+    path = Path(__file__).resolve().parents[1] / "tests" / "face" / "insightface_reference.py"
+    spec = importlib.util.spec_from_file_location("insightface_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.reference_evaluate
 
+
+def bench_verification(pairs: int = 6000, dim: int = 512, repeats: int = 1) -> list[list]:
+    from resvision.tasks.face.evaluation import evaluate_embeddings
+
+    reference_evaluate = _reference_evaluate()
     rng = np.random.default_rng(0)
     ids = rng.normal(size=(pairs, dim))
     issame = np.arange(pairs) % 2 == 0
@@ -137,16 +133,19 @@ def main(argv: list[str]) -> int:
     p.add_argument("--pairs", type=int, default=6000)
     p.add_argument("--skip", nargs="*", default=[], choices=("training", "verification"))
     args = p.parse_args(argv)
-    from resvision.tasks.engine.loop import resolve_device
-
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
     if "training" not in args.skip:
-        rows = bench_training(backbone=args.backbone, batch=args.batch or (512 if cuda else 8), classes=args.classes or (93431 if cuda else 2000),
-                              size=args.size, steps=args.steps or (20 if cuda else 2), device=device, cuda=cuda)  # fmt: skip
-        print(
-            f"{args.backbone} + ArcFace training on {torch.cuda.get_device_name(device) if cuda else 'cpu'}\n"
+        rows = bench_training(
+            backbone=args.backbone,
+            batch=args.batch or (512 if cuda else 8),
+            classes=args.classes or (93431 if cuda else 2000),
+            size=args.size,
+            steps=args.steps or (20 if cuda else 2),
+            device=device,
+            cuda=cuda,
         )
+        print(f"{args.backbone} + ArcFace training on {device_name(device)}\n")
         print(
             format_table(
                 ("setup", "batch", "classes", "precision", "samples/s", "vs arcface_torch way"),
@@ -164,6 +163,3 @@ def main(argv: list[str]) -> int:
             )
         )
     return 0
-
-
-__all__ = ["bench_training", "bench_verification", "main"]

@@ -1,12 +1,13 @@
-"""Face verification exactly as InsightFace's ``eval/verification.py`` computes it, vectorized.
+"""Face verification exactly as InsightFace's ``eval/verification.py`` computes it, vectorized,
+and the evaluator the training engine feeds.
 
 Embeddings (original + flipped, summed, then L2-normalized) of pair ``k`` are rows ``2k`` and
 ``2k+1``; the distance is the squared L2 distance. Accuracy: 10 folds without shuffling (sklearn
 KFold order), thresholds ``0..4`` step 0.01, the best training-fold threshold applied to the test
 fold. VAL@FAR=1e-3: thresholds step 0.001, per fold the threshold where the training FAR reaches
 the target (linear interpolation of threshold against training FAR, 0 when the FAR never
-reaches the target). Every threshold is scored at once by counting in sorted distances instead of a Python loop;
-the numbers are identical to the loop's.
+reaches the target). Every threshold is scored at once by counting in sorted distances instead
+of a Python loop; the numbers are identical to the loop's.
 
 InsightFace calls ``scipy.interpolate.interp1d(far, thresholds, kind="slinear")`` there, which
 recent SciPy refuses whenever two thresholds share a FAR (they nearly always do: every threshold
@@ -20,7 +21,13 @@ gives a target FAR in cosine and squared-L2 units (``d = 2 - 2 cos`` for unit ve
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+
+from resvision.datasets.face import VerificationSuite
+from resvision.tasks.engine import distributed as D
+from resvision.tasks.engine.task import Evaluator
 
 FARS = (1e-1, 1e-2, 1e-3, 1e-4)
 
@@ -162,52 +169,52 @@ def evaluate_embeddings(
     return out
 
 
-# -- the per-threshold loop, as InsightFace writes it (parity test and benchmark baseline) -------
-def _accuracy_loop(
-    threshold: float, dist: np.ndarray, issame: np.ndarray
-) -> tuple[float, float, float]:
-    predict = np.less(dist, threshold)
-    tp = np.sum(np.logical_and(predict, issame))
-    fp = np.sum(np.logical_and(predict, np.logical_not(issame)))
-    tn = np.sum(np.logical_and(np.logical_not(predict), np.logical_not(issame)))
-    fn = np.sum(np.logical_and(np.logical_not(predict), issame))
-    tpr = 0 if (tp + fn == 0) else float(tp) / float(tp + fn)
-    fpr = 0 if (fp + tn == 0) else float(fp) / float(fp + tn)
-    return tpr, fpr, float(tp + tn) / dist.size
+class VerificationEvaluator(Evaluator):
+    """The verification report of every set of a :class:`VerificationSuite` (``name/acc``,
+    ``name/auc``, TAR@FAR, ...) and ``acc``, the mean accuracy over the sets.
 
+    ``process(batch, embeddings)`` takes the batch's suite ``indices`` and their ``(B, D)``
+    flip-summed, normalized embeddings; every rank's shard is gathered before scoring.
+    """
 
-def reference_evaluate(
-    embeddings: np.ndarray, issame: np.ndarray, folds: int = 10
-) -> dict[str, float]:
-    """The protocol with one Python iteration per threshold and fold (InsightFace's structure)."""
-    issame = np.asarray(issame, bool)
-    e1, e2 = embeddings[0::2], embeddings[1::2]
-    dist = np.sum(np.square(np.subtract(e1, e2)), 1)
-    thresholds = np.arange(0, 4, 0.01)
-    accuracy = np.zeros(folds)
-    for k, (train, test) in enumerate(kfold(len(issame), folds)):
-        acc_train = np.zeros(len(thresholds))
-        for t, threshold in enumerate(thresholds):
-            _, _, acc_train[t] = _accuracy_loop(threshold, dist[train], issame[train])
-        best = np.argmax(acc_train)
-        for threshold in thresholds:  # the per-threshold test-fold rates (tpr, fpr) as InsightFace
-            _accuracy_loop(threshold, dist[test], issame[test])
-        _, _, accuracy[k] = _accuracy_loop(thresholds[best], dist[test], issame[test])
-    thresholds = np.arange(0, 4, 0.001)
-    val, far = np.zeros(folds), np.zeros(folds)
-    for k, (train, test) in enumerate(kfold(len(issame), folds)):
-        far_train = np.zeros(len(thresholds))
-        for t, threshold in enumerate(thresholds):
-            _, far_train[t] = _val_far(threshold, dist[train], issame[train])
-        if np.max(far_train) >= 1e-3:
-            threshold = interp_threshold(far_train, thresholds, 1e-3)
-        else:
-            threshold = 0.0
-        val[k], far[k] = _val_far(threshold, dist[test], issame[test])
-    return {
-        "acc": float(accuracy.mean()),
-        "acc_std": float(accuracy.std()),
-        "val@far1e-3": float(val.mean()),
-        "val_std": float(val.std()),
-        "far": float(far.mean()),
-    }
+    def __init__(self, suite: VerificationSuite) -> None:
+        self.suite = suite
+        self.reset()
+
+    def reset(self) -> None:
+        self.indices: list[int] = []
+        self.embeddings: list[np.ndarray] = []
+
+    def process(self, batch: dict[str, Any], embeddings: Any) -> None:
+        self.embeddings.append(embeddings.float().cpu().numpy())
+        self.indices += list(batch["indices"])
+
+    def evaluate(self) -> dict[str, float]:
+        dim = self.embeddings[0].shape[1] if self.embeddings else 0
+        local = (
+            np.array(self.indices, np.int64),
+            np.concatenate(self.embeddings) if self.embeddings else np.zeros((0, dim)),
+        )
+        parts = D.gather_objects(local)  # every rank's shard before scoring
+        idx = np.concatenate([p[0] for p in parts])
+        emb = np.concatenate([p[1] for p in parts if len(p[1])])[np.argsort(idx)]
+        suite = self.suite
+        if len(emb) != len(suite):
+            raise ValueError(
+                f"evaluation produced {len(emb)} embeddings for {len(suite)} verification images"
+            )
+        out: dict[str, float] = {}
+        accs = []
+        for k, vset in enumerate(suite.sets):
+            report = evaluate_embeddings(
+                emb[int(suite.starts[k]) : int(suite.starts[k + 1])], vset.issame
+            )
+            accs.append(report["acc"])
+            out |= {
+                f"{vset.name}/{key}": value
+                for key, value in report.items()
+                if not key.startswith("threshold")
+            }
+            out[f"{vset.name}/threshold_cos@far1e-3"] = report["threshold_cos@far1e-3"]
+        out["acc"] = float(np.mean(accs)) if accs else float("nan")
+        return out

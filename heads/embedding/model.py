@@ -9,22 +9,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resvision.backbones import Backbone, BackboneConfig
+from resvision.backbones import Backbone
 
-
-@dataclass
-class EmbeddingHeadConfig:
-    head: Literal["auto", "iresnet", "pooled"] = "auto"  # auto: iresnet for iResNets
-    embedding_size: int = 512
-    dropout: float = 0.0
-    input_size: int = 112  # square input the iResNet head's FC is sized for
+from .config import EmbeddingHeadConfig, EmbeddingModelConfig
 
 
 class IResNetHead(nn.Module):
@@ -79,7 +70,7 @@ class EmbeddingModel(nn.Module):
         spec = backbone.feature_specs[-1]
         kind = cfg.head
         if kind == "auto":
-            kind = "iresnet" if type(backbone).__name__ == "IResNet" else "pooled"
+            kind = backbone.embedding_head
         if kind == "iresnet":
             side = -(-cfg.input_size // spec.stride)
             self.head = IResNetHead(spec.channels, (side, side), cfg.embedding_size, cfg.dropout)
@@ -105,10 +96,8 @@ class EmbeddingModel(nn.Module):
         return F.normalize(out, dim=1)
 
 
-def build_embedding_model(
-    backbone_cfg: BackboneConfig, head_cfg: EmbeddingHeadConfig, *, backbone_weights=None
-) -> EmbeddingModel:
+def build_embedding_model(cfg: EmbeddingModelConfig, *, backbone_weights=None) -> EmbeddingModel:
     """The backbone emitting only its last level, and the head."""
     with torch.device("meta"):
-        last = backbone_cfg.create_backbone(None).family_specs[-1].name
-    return EmbeddingModel(backbone_cfg.create_backbone((last,), weights=backbone_weights), head_cfg)
+        last = cfg.create_backbone(None).family_specs[-1].name
+    return EmbeddingModel(cfg.create_backbone((last,), weights=backbone_weights), cfg)

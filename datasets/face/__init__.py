@@ -1,0 +1,42 @@
+"""Face-recognition data: :mod:`.alignment` (norm_crop, landmarks), :mod:`.identities` (identity
+folders, RecordIO), :mod:`.verification` (.bin and pairs.txt sets) and :mod:`.synthetic`
+(generated identities)."""
+
+from .alignment import (
+    ARCFACE_TEMPLATE,
+    SPHEREFACE_96x112,
+    estimate_norm,
+    norm_crop,
+    read_landmarks,
+    resize_square,
+    similarity_transform,
+    template_for,
+    to_tensor,
+)
+from .identities import FaceFolder, RecordFaceDataset, folder_to_rec, rec_to_folder, train_augment
+from .synthetic import SyntheticFaces, render_face
+from .verification import VerificationSet, VerificationSuite, read_bin, read_pairs, write_bin
+
+__all__ = [
+    "ARCFACE_TEMPLATE",
+    "FaceFolder",
+    "RecordFaceDataset",
+    "SPHEREFACE_96x112",
+    "SyntheticFaces",
+    "VerificationSet",
+    "VerificationSuite",
+    "estimate_norm",
+    "folder_to_rec",
+    "norm_crop",
+    "read_bin",
+    "read_landmarks",
+    "read_pairs",
+    "rec_to_folder",
+    "render_face",
+    "resize_square",
+    "similarity_transform",
+    "template_for",
+    "to_tensor",
+    "train_augment",
+    "write_bin",
+]

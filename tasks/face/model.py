@@ -1,0 +1,112 @@
+"""Building the face-embedding model and its margin classifier; foreign weights; checkpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from resvision.backbones.weights import detect_layout, extract_state_dict, read_checkpoint
+from resvision.heads.embedding import EmbeddingModel, build_embedding_model
+from resvision.heads.margin import ARCFACE, COSFACE, SPHEREFACE, CombinedMarginLoss, PartialFC
+from resvision.tasks.engine.checkpoint import (
+    load_for_inference,
+    load_state_dict_checked,
+    model_state_dict,
+)
+from resvision.tasks.engine.runtime import resolve_device
+
+from .config import FaceConfig
+
+TASK = "face"
+ARCFACE_HEAD = ("bn2.", "fc.", "features.")
+
+
+class FaceTrainingModel(nn.Module):
+    """The embedding model and the margin classifier: losses in training, embeddings otherwise."""
+
+    def __init__(self, embedder: EmbeddingModel, classifier: PartialFC) -> None:
+        super().__init__()
+        self.embedder = embedder
+        self.classifier = classifier
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None):
+        embeddings = self.embedder(images)
+        if self.training and labels is not None:
+            return {"loss_margin": self.classifier(embeddings, labels)}
+        return embeddings
+
+
+def margin_loss(cfg: FaceConfig) -> CombinedMarginLoss:
+    """The configured margin softmax (ArcFace, CosFace, SphereFace-style or combined)."""
+    m = cfg.margin
+    preset = {"arcface": ARCFACE, "cosface": COSFACE, "sphereface": SPHEREFACE}
+    if m.kind == "combined":
+        margins = {"m1": m.m1, "m2": m.m2, "m3": m.m3}
+    else:
+        margins = dict(preset[m.kind])
+        if m.kind == "arcface":
+            margins["m2"] = m.m2
+    return CombinedMarginLoss(
+        m.s, **margins, interclass_filtering_threshold=m.interclass_filtering_threshold
+    )
+
+
+def convert_face_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    """A whole embedding model in resvision's layout (``backbone.*``, ``head.*``), from an
+    arcface_torch ``backbone.pth`` or a resvision face model; None for backbone-only weights."""
+    sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    if any(k.startswith("embedder.") for k in sd):
+        return {k[len("embedder.") :]: v for k, v in sd.items() if k.startswith("embedder.")}
+    if any(k.startswith("head.") for k in sd) and any(k.startswith("backbone.") for k in sd):
+        return dict(sd)
+    if detect_layout(sd) == "arcface_torch" and any(k.startswith(ARCFACE_HEAD) for k in sd):
+        return {
+            ("head." if k.startswith(ARCFACE_HEAD) else "backbone.") + k: v for k, v in sd.items()
+        }
+    return None
+
+
+def build_embedder(cfg: FaceConfig) -> EmbeddingModel:
+    """The embedding model; ``model.weights`` may name backbone weights, a whole resvision face
+    model or an arcface_torch ``backbone.pth``."""
+    weights, whole = cfg.model.weights, None
+    if weights and Path(weights).is_file():
+        sd = extract_state_dict(read_checkpoint(weights), source=weights)
+        whole = convert_face_state_dict(sd)
+        weights = None if whole is not None else sd
+    model = build_embedding_model(cfg.model, backbone_weights=weights)
+    if whole is not None:
+        load_state_dict_checked(
+            model,
+            whole,
+            source=str(cfg.model.weights),
+            hint="check model.backbone, model.embedding_size and data.image_size",
+        )
+    return model
+
+
+def build_training_model(cfg: FaceConfig) -> FaceTrainingModel:
+    """The embedding model with the (Partial FC) margin classifier over ``data.num_classes``."""
+    classifier = PartialFC(
+        margin_loss(cfg), cfg.model.embedding_size, cfg.data.num_classes, cfg.margin.sample_rate
+    )
+    return FaceTrainingModel(build_embedder(cfg), classifier)
+
+
+def load_model(
+    checkpoint: str | Path, *, device: str = "auto", overrides: Sequence[str] = ()
+) -> tuple[EmbeddingModel, FaceConfig]:
+    """The trained embedding model (eval mode, the EMA's weights when the checkpoint has them)
+    and its config, from a checkpoint file or a run folder."""
+    state, cfg = load_for_inference(
+        checkpoint, task=TASK, config_class=FaceConfig, overrides=overrides
+    )
+    embedder = build_embedder(cfg)
+    weights, _ = model_state_dict(state)
+    embedder.load_state_dict(
+        {k[len("embedder.") :]: v for k, v in weights.items() if k.startswith("embedder.")}
+    )
+    return embedder.to(resolve_device(device)).eval(), cfg
