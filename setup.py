@@ -62,6 +62,6 @@ setup(
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
-    entry_points={"console_scripts": ["resvision = resvision.tools.cli:main"]},
+    entry_points={"console_scripts": ["resvision = resvision.tools.cli:run"]},
     license="Apache-2.0",
 )

@@ -145,7 +145,7 @@ def _pack(
     dropped = int((~ok).sum())
     if dropped:
         log.warning(
-            "%s: %d degenerate box%s (narrower than %g px after clipping) left out of training",
+            "%s: dropped %d degenerate box%s (narrower than %g px after clipping) from training",
             source,
             dropped,
             "" if dropped == 1 else "es",

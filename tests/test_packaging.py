@@ -72,7 +72,7 @@ def test_wheel_holds_only_resvision(tmp_path):
     }
     assert {f"resvision/{p}" for p in local} <= set(names)
     meta = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "resvision = resvision.tools.cli:main" in zipfile.ZipFile(wheel).read(meta).decode()
+    assert "resvision = resvision.tools.cli:run" in zipfile.ZipFile(wheel).read(meta).decode()
 
 
 def _imports(path: Path) -> set[str]:
@@ -242,3 +242,17 @@ def test_backbones_command_prints_the_table():
     assert "c1:64/2 c2:256/4 c3:512/8 c4:1024/16 c5:2048/32" in rows["resnet50"]
     assert "23.51" in rows["resnet50"] and "0.485,0.456,0.406" in rows["resnet50"]
     assert main(["backbones", "nothing*"]) == 2  # a user error: one line, exit code 2
+
+
+def test_every_task_package_has_the_layout_the_readme_describes():
+    """config, model, inference, export, visualize, evaluation, task, and a line in the CLI's
+    table (README, Layout)."""
+    from resvision.tools.tasks import TASKS
+
+    packages = {p.name for p in (REPO / "tasks").iterdir() if (p / "model.py").is_file()}
+    files = ("config", "model", "inference", "export", "visualize", "evaluation", "task")
+    for name in packages:
+        missing = [f for f in files if not (REPO / "tasks" / name / f"{f}.py").is_file()]
+        assert not missing, (name, missing)
+    assert {v.rsplit(".", 1)[1] for v in TASKS.values()} == packages
+    assert "A new task" in (REPO / "README.md").read_text()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Mapping
 from importlib import metadata
@@ -130,3 +131,14 @@ def main(argv: list[str] | None = None, *, tasks: Mapping[str, Task] | None = No
     except KeyboardInterrupt:
         print("resvision: interrupted", file=sys.stderr)
         return 130
+
+
+def run() -> None:
+    """The console script: :func:`main`, then a prompt exit. Everything was written and closed
+    by then, so the interpreter's teardown (seconds of freeing tensors, worker threads, atexit
+    hooks after a long run) is skipped; streams and log handlers are flushed first."""
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

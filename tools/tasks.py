@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from resvision.tasks.engine.errors import ConfigError
@@ -55,11 +56,32 @@ def get_task(name: str, extra: Mapping[str, Task] | None = None) -> Task:
     return getattr(module, task_class_name(name))()
 
 
-def preset_names(name: str, extra: Mapping[str, Task] | None = None) -> list[str]:
-    """The task's presets, read from its config module (no torch import)."""
+@dataclass(frozen=True)
+class TaskConfigs:
+    """What configuring a task needs, read from its config module without importing torch (so
+    that ``--print-config`` answers at once): its presets (the first is the default) and its
+    config class."""
+
+    name: str
+    presets: Mapping[str, Callable[[], Any]]
+    default: str
+    config_class: type
+
+
+def task_configs(name: str, extra: Mapping[str, Task] | None = None) -> TaskConfigs:
     if extra and name in extra:
-        return sorted(extra[name].presets())
-    return list(importlib.import_module(f"{TASKS[name]}.config").PRESETS)
+        task = extra[name]
+        return TaskConfigs(name, task.presets(), task.default_preset, task.config_class)
+    if name not in TASKS:
+        raise ConfigError(f"unknown task {name!r}; choose one of {task_names(extra)}")
+    presets = importlib.import_module(f"{TASKS[name]}.config").PRESETS
+    default = next(iter(presets))
+    return TaskConfigs(name, presets, default, type(presets[default]()))
+
+
+def preset_names(name: str, extra: Mapping[str, Task] | None = None) -> list[str]:
+    """The task's presets (the default first)."""
+    return list(task_configs(name, extra).presets)
 
 
 def command(verb: str, task: str) -> Any:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from resvision.tasks.engine.task import Task
 
 from .outputs import ensure_writable
-from .tasks import HelpFormatter, get_task, preset_names
+from .tasks import HelpFormatter, TaskConfigs, get_task, preset_names, task_configs
 
 
 def add_config_arguments(p: argparse.ArgumentParser) -> None:
@@ -96,21 +96,24 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
     return out + list(args.set) + list(getattr(args, "dotted", []))
 
 
-def resolve_config(task: Task, args: argparse.Namespace, base: dict[str, Any] | None = None) -> Any:
+def resolve_config(
+    configs: TaskConfigs, args: argparse.Namespace, base: dict[str, Any] | None = None
+) -> Any:
     """preset (or ``base``, a checkpoint's config) -> --config YAML -> overrides -> flags."""
-    presets = task.presets()
+    presets = configs.presets
     if base is not None:
-        cfg = merge(task.config_class(), base)
+        cfg = merge(configs.config_class(), base)
     else:
-        name = args.preset or task.default_preset
+        name = args.preset or configs.default
         if name not in presets:
             raise ConfigError(
-                f"unknown preset {name!r} for {task.name}; choose one of {sorted(presets)}"
+                f"unknown preset {name!r} for {configs.name}; choose one of {sorted(presets)}"
             )
         cfg = presets[name]()
         if cfg.runtime.output_dir == type(cfg.runtime)().output_dir:
+            output_dir = f"runs/{configs.name}/{name}"
             cfg = dataclasses.replace(
-                cfg, runtime=dataclasses.replace(cfg.runtime, output_dir=f"runs/{task.name}/{name}")
+                cfg, runtime=dataclasses.replace(cfg.runtime, output_dir=output_dir)
             )
     if args.config:
         cfg = merge(cfg, read_yaml(args.config))
@@ -202,11 +205,11 @@ def run_train(args: argparse.Namespace) -> int:
     from resvision.tasks.engine.checkpoint import RESUME_ORDER, load_checkpoint
     from resvision.tasks.engine.loop import train
 
-    task = get_task(args.task, args.tasks)
+    configs = task_configs(args.task, args.tasks)
     base, resume = None, None
     if args.resume is not None:
         if args.resume is True:
-            probe = resolve_config(task, args)
+            probe = resolve_config(configs, args)
             resume = Path(probe.runtime.output_dir) / "last.pt"
             if not resume.is_file():
                 raise ConfigError(
@@ -214,8 +217,8 @@ def run_train(args: argparse.Namespace) -> int:
                 )
         else:
             resume = Path(args.resume)
-        base = load_checkpoint(resume, task=task.name, order=RESUME_ORDER)["config"]
-    cfg = resolve_config(task, args, base)
+        base = load_checkpoint(resume, task=args.task, order=RESUME_ORDER)["config"]
+    cfg = resolve_config(configs, args, base)
     if args.print_config:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
         return 0
@@ -226,7 +229,7 @@ def run_train(args: argparse.Namespace) -> int:
             "--resume, replace it with --overwrite, or choose another --output-dir"
         )
     ensure_writable(run_dir)
-    result = train(task, cfg, resume=resume)
+    result = train(get_task(args.task, args.tasks), cfg, resume=resume)
     if result.stopped_by:
         return 130 if result.stopped_by == "SIGINT" else 143
     print(f"run folder: {result.run_dir}")
@@ -239,7 +242,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     task = get_task(args.task, args.tasks)
     state = load_checkpoint(args.checkpoint, task=task.name)
-    cfg = resolve_config(task, args, state["config"])
+    cfg = resolve_config(task_configs(args.task, args.tasks), args, state["config"])
     if args.print_config:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
         return 0

@@ -1,4 +1,4 @@
-"""Training on real photos and synthetic data; predict, eval, export and benchmark commands."""
+"""Training on real photos and synthetic data; the predict, eval and export commands."""
 
 from __future__ import annotations
 
@@ -141,30 +141,3 @@ def test_export_onnx_dynamic_batch_checked_on_real_photos(
 
     dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_param == "batch" and [d.dim_value for d in dims[1:]] == [3, 160, 224]
-
-
-def test_benchmark_command_runs_small(capsys):
-    argv = [
-        "benchmark",
-        "detection",
-        "--device",
-        "cpu",
-        "--batch",
-        "1",
-        "--size",
-        "128",
-        "192",
-        "--steps",
-        "1",
-        "--eval-images",
-        "40",
-        "--dataset-images",
-        "300",
-    ]
-    assert main(argv) == 0
-    out = capsys.readouterr().out
-    assert (
-        "torchvision fasterrcnn_resnet50_fpn" in out
-        and "pycocotools" in out
-        and "resvision DetectionDataset" in out
-    )

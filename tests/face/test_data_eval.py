@@ -66,7 +66,11 @@ def test_folder_rec_folder_conversion(tmp_path):
     item = ds[(5, 1)]
     assert item["image"].shape == (3, 112, 112) and item["label"] == FaceFolder(folder).labels[5]
     assert rec_to_folder(tmp_path / "out" / "train.rec", tmp_path / "back") == 12
-    assert sorted(p.name for p in (tmp_path / "back").iterdir()) == [
+    # the identities keep their names (written next to the .rec); without them, their labels
+    assert sorted(p.name for p in (tmp_path / "back").iterdir()) == FaceFolder(folder).identities
+    (tmp_path / "out" / "train.names").unlink()
+    assert rec_to_folder(tmp_path / "out" / "train.rec", tmp_path / "labels") == 12
+    assert sorted(p.name for p in (tmp_path / "labels").iterdir()) == [
         "0000000",
         "0000001",
         "0000002",

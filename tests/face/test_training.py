@@ -158,30 +158,6 @@ def test_export_onnx_dynamic_batch(trained_run, tmp_path, capsys):
     assert "batch 1:" in out and "batch 5:" in out and "wrote" in out
 
 
-def test_benchmark_command_runs_small(capsys):
-    argv = [
-        "benchmark",
-        "face",
-        "--device",
-        "cpu",
-        "--backbone",
-        "iresnet18",
-        "--batch",
-        "2",
-        "--classes",
-        "50",
-        "--size",
-        "112",
-        "--steps",
-        "1",
-        "--pairs",
-        "600",
-    ]
-    assert main(argv) == 0
-    out = capsys.readouterr().out
-    assert "arcface_torch way" in out and "resvision vectorized" in out and "| yes" in out
-
-
 def test_partial_fc_across_two_gloo_processes_equals_one_process(tmp_path):
     """Class centres split over 2 ranks give the full-softmax loss and gradients."""
     import os

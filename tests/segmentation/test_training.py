@@ -1,4 +1,4 @@
-"""Training on real photos and synthetic data; the predict, eval, export and benchmark commands."""
+"""Training on real photos and synthetic data; the predict, eval and export commands."""
 
 from __future__ import annotations
 
@@ -100,27 +100,3 @@ def test_export_onnx_dynamic_and_checked(trained_run, tmp_path, capsys):
 
     dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_param for d in dims] == ["batch", "", "height", "width"]
-
-
-def test_benchmark_command_runs(capsys):
-    assert (
-        main(
-            [
-                "benchmark",
-                "segmentation",
-                "--backbone",
-                "resnet18",
-                "--batch",
-                "1",
-                "--size",
-                "64",
-                "--steps",
-                "1",
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
-    out = capsys.readouterr().out
-    assert "resvision unet-resnet18 default" in out and "smp naive fp32" in out

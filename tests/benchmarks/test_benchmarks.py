@@ -1,0 +1,42 @@
+"""``resvision benchmark <task>`` runs small on a CPU and its parity checks hold: the figures are
+worth reading only when both sides compute the same thing."""
+
+from __future__ import annotations
+
+from resvision.tools.cli import main
+
+
+def test_segmentation_benchmark_times_the_same_function_as_smp(capsys):
+    argv = ["benchmark", "segmentation", "--backbone", "resnet18", "--batch", "1", "--size", "64",
+            "--steps", "1", "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "resvision unet-resnet18 default" in out and "smp naive fp32" in out
+    assert "same function (smp's model holding resvision's weights): yes" in out
+
+
+def test_detection_benchmark_evaluates_as_pycocotools(capsys):
+    argv = ["benchmark", "detection", "--device", "cpu", "--batch", "1", "--size", "128", "192",
+            "--steps", "1", "--eval-images", "40", "--dataset-images", "300"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "torchvision fasterrcnn_resnet50_fpn" in out and "resvision DetectionDataset" in out
+    evaluation = next(line for line in out.splitlines() if "resvision (faster-coco-eval)" in line)
+    assert evaluation.rstrip(" |").endswith("yes")  # the same 12 stats as pycocotools
+
+
+def test_face_benchmark_verification_is_identical_to_the_loop(capsys):
+    argv = ["benchmark", "face", "--device", "cpu", "--backbone", "iresnet18", "--batch", "2",
+            "--classes", "50", "--size", "112", "--steps", "1", "--pairs", "600"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "arcface_torch way" in out
+    vectorized = next(line for line in out.splitlines() if "resvision vectorized" in line)
+    assert vectorized.rstrip(" |").endswith("yes")  # every figure equal to the loop's
+
+
+def test_benchmarks_are_not_installed_but_reachable_from_the_tree():
+    from resvision.tools.benchmark_cmd import benchmarks_folder, load
+
+    assert (benchmarks_folder() / "timing.py").is_file()
+    assert callable(load("detection").main)
