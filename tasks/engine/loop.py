@@ -31,6 +31,7 @@ from .config import save_yaml, to_dict
 from .data import epoch_batches, eval_batches, make_loader
 from .ema import ModelEMA
 from .errors import ConfigError, NonFiniteLossError
+from .grad_norms import stage_grad_norms
 from .logger import MetricsLogger, peak_memory_gb
 from .optim import build_optimizer, build_scheduler, scaled_lr
 from .plots import plot_run
@@ -313,6 +314,7 @@ def train(task: Task, cfg: Any, *, resume: str | Path | None = None) -> TrainRes
     show_bar = main and rt.progress and sys.stderr.isatty()
     window = {"terms": None, "steps": 0, "images": 0, "data": 0.0, "start": time.perf_counter()}
     stopped_by = None
+    grad_norms: dict[str, torch.Tensor] = {}  # of the latest step (runtime.log_grad_norms)
     train_start, start_iteration = time.perf_counter(), progress.iteration
     with StopSignal() as stop:
         while progress.iteration < sched.iterations and stopped_by is None:
@@ -391,8 +393,11 @@ def train(task: Task, cfg: Any, *, resume: str | Path | None = None) -> TrainRes
                         )
                 else:
                     progress.nonfinite_in_a_row = 0
-                    if ocfg.clip_grad_norm:
+                    if ocfg.clip_grad_norm or rt.log_grad_norms:
                         scaler.unscale_(optimizer)
+                    if rt.log_grad_norms:  # what the backward pass gave, before clipping
+                        grad_norms = stage_grad_norms(model)
+                    if ocfg.clip_grad_norm:
                         torch.nn.utils.clip_grad_norm_(trainable, ocfg.clip_grad_norm)
                     scaler.step(optimizer)
                     scaler.update()
@@ -428,6 +433,7 @@ def train(task: Task, cfg: Any, *, resume: str | Path | None = None) -> TrainRes
                         "peak_memory_gb": peak_memory_gb(device),
                         "skipped_steps": progress.skipped_steps,
                     }
+                    record |= grad_norms
                     logger.log(record)
                     if rt.progress and not show_bar:
                         say(
