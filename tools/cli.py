@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from resvision.tasks.engine.errors import NonFiniteLossError
 
-from . import backbones_cmd, demo, task_cmds, train_cmd
+from . import backbones_cmd, demo, depth_cmd, task_cmds, train_cmd
 from .tasks import task_names
 from .train_cmd import parse_dotted
 
@@ -44,6 +44,7 @@ def build_parser(tasks: Mapping[str, Task] | None = None) -> argparse.ArgumentPa
     train_cmd.add_parsers(sub, task_names(tasks))
     task_cmds.add_parsers(sub, task_names(tasks))
     demo.add_parser(sub)
+    depth_cmd.add_parser(sub)
     return parser
 
 
