@@ -29,7 +29,7 @@ def _colour_pair(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 
 def _shape_mask(rng: np.random.Generator, shape: str, size: int) -> np.ndarray:
     mask = np.zeros((size, size), np.uint8)
-    r = rng.uniform(0.2, 0.38) * size
+    r = rng.uniform(0.28, 0.42) * size
     cx, cy = rng.uniform(r, size - r, 2)
     angle = rng.uniform(0, 2 * np.pi)
     if shape == "disc":
@@ -57,7 +57,7 @@ def draw_sample(label: int, rng: np.random.Generator, size: int = 32) -> np.ndar
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     tilt = rng.normal(0, 30, 2)
     image = bg + (xx * tilt[0] + yy * tilt[1])[..., None]  # a soft gradient
-    if rng.uniform() < 0.8:  # clutter: a line in a third colour
+    if rng.uniform() < 0.5:  # clutter: a line in a third colour
         ends = rng.integers(0, size, 4)
         clutter = np.zeros((size, size), np.uint8)
         cv2.line(clutter, tuple(map(int, ends[:2])), tuple(map(int, ends[2:])), 1, 1)
@@ -66,11 +66,11 @@ def draw_sample(label: int, rng: np.random.Generator, size: int = 32) -> np.ndar
     colour = np.broadcast_to(fg, (size, size, 3)).copy()
     if fill == "striped":
         a = rng.uniform(0, np.pi)
-        period = rng.uniform(3, 5) / size
+        period = rng.uniform(3, 4) / size
         stripes = ((xx * np.cos(a) + yy * np.sin(a)) / period).astype(int) % 2 == 1
-        colour[stripes] = bg + 0.35 * (fg - bg)  # closer to the background colour
+        colour[stripes] = bg  # gaps that show the background colour
     image[mask] = colour[mask]
-    image += rng.normal(0, 10, image.shape)
+    image += rng.normal(0, 6, image.shape)
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
