@@ -93,6 +93,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--num-val", type=int, default=1000)
     d.add_argument("--size", type=int, default=32, help="image side in pixels")
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument(
+        "--variants",
+        type=lambda t: tuple(v.strip() for v in t.split(",") if v.strip()),
+        default=("plain", "residual"),
+        help="plain, residual or plain,residual",
+    )
+    d.add_argument(
+        "--zero-init-residual",
+        action="store_true",
+        help="start the residual nets' blocks as identities (He et al. 2015 did not)",
+    )
     d.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     d.add_argument("--output-dir", default="runs/depth/degradation")
     d.add_argument("--overwrite", action="store_true", help="replace existing results")
@@ -148,6 +159,8 @@ def run_degradation(args: argparse.Namespace) -> int:
         size=args.size,
         seed=args.seed,
         threads=args.threads,
+        variants=args.variants,
+        zero_init_residual=args.zero_init_residual,
     )
     D.check_config(cfg)
     out = Path(args.output_dir)
@@ -166,10 +179,12 @@ def run_degradation(args: argparse.Namespace) -> int:
                 flush=True,
             )
 
-    nets = 2 * len(cfg.depths)
+    nets = len(cfg.variants) * len(cfg.depths)
+    init = ", residual branches zero-initialised" if cfg.zero_init_residual else ""
     print(
-        f"training {nets} nets ({', '.join(map(str, sorted(cfg.depths)))} layers, plain and "
-        f"residual) for {cfg.iterations} iterations of {cfg.batch_size} images",
+        f"training {nets} nets ({', '.join(map(str, sorted(cfg.depths)))} layers, "
+        f"{' and '.join(cfg.variants)}{init}) for {cfg.iterations} iterations of "
+        f"{cfg.batch_size} images of {cfg.size} px, lr {cfg.lr:g}",
         flush=True,
     )
     curves = D.run(cfg, progress=progress)

@@ -5,7 +5,7 @@ Plain and residual CIFAR nets of several depths (``cifar_resnet{depth}`` with an
 with one recipe: the same data order, the same seed for every net, SGD with momentum 0.9 and
 weight decay 1e-4, a short linear warm-up (He et al. warm ResNet-110 up at 0.01), then a
 constant learning rate, no augmentation, no zero-initialised branches (He et al.'s
-initialisation). It records the training loss and error of every iteration and, at the end,
+initialisation; ``zero_init_residual`` turns them on for the residual nets). It records the training loss and error of every iteration and, at the end,
 the error on a held-out set drawn the same way. The figure has one panel for the plain nets and
 one for the residual nets, one curve per depth, as in the paper: with plain nets the deeper
 ones are worse, with residual nets they are not.
@@ -48,6 +48,8 @@ class DegradationConfig:
     size: int = 32
     seed: int = 0
     threads: int | None = None  # torch CPU threads (None: torch's default)
+    variants: tuple[str, ...] = ("plain", "residual")
+    zero_init_residual: bool = False  # residual nets only (He et al. 2015 did not)
 
 
 @dataclass
@@ -78,10 +80,13 @@ class Curve:
 class _Classifier(nn.Module):
     """The CIFAR net's trunk, global average pooling and a linear layer (He et al.)."""
 
-    def __init__(self, depth: int, plain: bool) -> None:
+    def __init__(self, depth: int, plain: bool, zero_init_residual: bool = False) -> None:
         super().__init__()
         self.backbone = create_backbone(
-            f"cifar_resnet{depth}", out_levels=("c4",), plain=plain, zero_init_residual=False
+            f"cifar_resnet{depth}",
+            out_levels=("c4",),
+            plain=plain,
+            zero_init_residual=zero_init_residual and not plain,
         )
         self.fc = nn.Linear(self.backbone.feature_specs[-1].channels, len(CLASS_NAMES))
 
@@ -96,6 +101,8 @@ def check_config(cfg: DegradationConfig) -> None:
         raise ValueError(
             f"depths={list(cfg.depths)}: choose from the CIFAR ResNets' depths {list(BASIC_DEPTHS)}"
         )
+    if not cfg.variants or set(cfg.variants) - {"plain", "residual"}:
+        raise ValueError(f"variants={list(cfg.variants)}: choose plain, residual or both")
     for name in ("iterations", "batch_size", "num_train", "num_val", "size"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name}={getattr(cfg, name)} must be at least 1")
@@ -125,7 +132,7 @@ def train_one(
 ) -> Curve:
     """Train ``cifar_resnet{depth}`` (``plain``: without shortcuts) with the shared recipe."""
     torch.manual_seed(cfg.seed)
-    model = _Classifier(depth, plain).train()
+    model = _Classifier(depth, plain, cfg.zero_init_residual).train()
     optimizer = torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
     )
@@ -170,6 +177,7 @@ def run(
     return [
         train_one(depth, plain, data, val, cfg, progress=progress)
         for plain in (True, False)
+        if ("plain" if plain else "residual") in cfg.variants
         for depth in sorted(cfg.depths)
     ]
 
@@ -227,10 +235,12 @@ def plot(curves: list[Curve], path: str | os.PathLike, *, window: int = 20) -> P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    panels = [p for p in (True, False) if any(c.plain == p for c in curves)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), sharey=True)
+    axes = np.atleast_1d(axes)
     colours = plt.cm.viridis(np.linspace(0, 0.85, len({c.depth for c in curves})))
     depth_colour = dict(zip(sorted({c.depth for c in curves}), colours))
-    for ax, plain in zip(axes, (True, False)):
+    for ax, plain in zip(axes, panels):
         for c in sorted((c for c in curves if c.plain == plain), key=lambda c: c.depth):
             y = smooth(c.loss, window)
             x = np.arange(len(y)) + (len(c.loss) - len(y)) + 1

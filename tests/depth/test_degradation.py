@@ -64,3 +64,15 @@ def test_verdict_reads_the_final_losses():
     ]
     with pytest.raises(ValueError, match="1202"):
         D.check_config(D.DegradationConfig(depths=(18,)))
+
+
+def test_residual_only_with_zero_initialised_branches(tmp_path, capsys):
+    argv = ["depth", "degradation", *TINY, "--variants", "residual", "--zero-init-residual"]
+    assert main([*argv, "--output-dir", str(tmp_path)]) == 0
+    assert "residual, residual branches zero-initialised" in capsys.readouterr().out
+    curves = json.loads((tmp_path / "degradation.json").read_text())["curves"]
+    assert [(c["depth"], c["plain"]) for c in curves] == [(20, False), (32, False)]
+    model = D._Classifier(20, plain=False, zero_init_residual=True)
+    assert model.backbone.layer1[0].bn2.weight.abs().sum() == 0
+    with pytest.raises(ValueError, match="plain, residual or both"):
+        D.check_config(D.DegradationConfig(variants=("deep",)))
