@@ -102,7 +102,8 @@ class Backbone(nn.Module):
     Attributes:
         feature_specs: the emitted levels, high resolution first.
         normalization: input statistics the current weights expect.
-        norm: the norm policy in force (one of ``NORM_POLICIES``).
+        norm_policy: the norm policy in force (one of ``NORM_POLICIES``); not named ``norm``,
+            which is the final norm module of the pre-activation families (timm's key names).
         frozen_stages: how many stages (stem, c2, ..) are frozen.
     """
 
@@ -129,7 +130,7 @@ class Backbone(nn.Module):
         self.feature_specs = tuple(s for s in family_specs if s.name in levels)
         self.out_levels = tuple(s.name for s in self.feature_specs)
         self.normalization = normalization
-        self.norm = "bn"
+        self.norm_policy = "bn"
         self.frozen_stages = 0
         # Stages after the last requested level are never run: drop them so that DDP sees no
         # unused parameters and memory is not wasted. Their checkpoint keys are ignored on load.
@@ -226,15 +227,17 @@ class Backbone(nn.Module):
         """Apply a norm policy: ``bn``, ``frozen_bn``, ``eval_bn`` or ``sync_bn``."""
         if policy not in NORM_POLICIES:
             raise ValueError(f"norm={policy!r} is not one of {NORM_POLICIES}")
-        if self.norm != "bn":
-            raise ValueError(f"norm policy already set to {self.norm!r}; create a new backbone")
+        if self.norm_policy != "bn":
+            raise ValueError(
+                f"norm policy already set to {self.norm_policy!r}; create a new backbone"
+            )
         if policy == "frozen_bn":
             _replace_batchnorm(self, _to_frozen)
             for conv, bn in self.conv_norm_pairs():
                 _fold(conv, bn)
         elif policy == "sync_bn":
             _replace_batchnorm(self, _to_sync)
-        self.norm = policy
+        self.norm_policy = policy
         return self.train(self.training)
 
     def conv_norm_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
@@ -266,15 +269,50 @@ class Backbone(nn.Module):
             for modules in self.stage_modules()[: self.frozen_stages]:
                 for module in modules:
                     module.eval()
-            if self.norm == "eval_bn":
+            if self.norm_policy == "eval_bn":
                 for m in self.modules():
                     if isinstance(m, _BatchNorm):
                         m.eval()
         return self
 
+    # == depth options: zero-initialised residual branches, stochastic depth, activation =====
+    # == checkpointing (the logic lives in backbones/depth.py) ================================
+    def stage_blocks(self) -> dict[str, nn.Sequential]:
+        """The residual blocks of every built stage, by level name (``{"c2": Sequential of
+        blocks, ...}``), in forward order. Each block has ``zero_init_last()`` and a
+        ``drop_path`` attribute applied to its residual branch."""
+        raise NotImplementedError
+
+    def residual_blocks(self) -> list[nn.Module]:
+        """Every built residual block, first to last."""
+        return [block for blocks in self.stage_blocks().values() for block in blocks]
+
+    def zero_init_residual_branches(self) -> Backbone:
+        """Start every residual branch at zero (its last norm's scale, or for pre-activation
+        blocks its last convolution), so that every block starts as its shortcut."""
+        for block in self.residual_blocks():
+            block.zero_init_last()
+        return self
+
+    def set_drop_path_rate(self, rate: float) -> Backbone:
+        """Stochastic depth: block ``i`` of ``n`` drops its residual branch with probability
+        ``rate * i / (n - 1)`` in training (timm's linear rule); off in eval."""
+        from .depth import set_drop_path_rate
+
+        set_drop_path_rate(self, rate)
+        return self
+
+    def set_activation_checkpointing(self, stages: bool | Sequence[str]) -> Backbone:
+        """Recompute the activations of the blocks of ``stages`` (level names, or ``True`` for
+        every trainable stage) in the backward pass; see ``backbones.depth``."""
+        from .depth import set_activation_checkpointing
+
+        set_activation_checkpointing(self, stages)
+        return self
+
     def extra_repr(self) -> str:
         specs = ", ".join(f"{s.name}:{s.channels}/{s.stride}" for s in self.feature_specs)
-        return f"levels=[{specs}], norm={self.norm}, frozen_stages={self.frozen_stages}"
+        return f"levels=[{specs}], norm={self.norm_policy}, frozen_stages={self.frozen_stages}"
 
 
 def _to_frozen(bn: _BatchNorm) -> nn.Module:

@@ -58,11 +58,16 @@ class IBasicBlock(nn.Module):
         self.conv2 = _conv3x3(channels, channels, stride=stride, dilation=dilation)
         self.bn3 = nn.BatchNorm2d(channels, eps=1e-5)
         self.downsample = downsample
+        self.drop_path: nn.Module = nn.Identity()  # stochastic depth (set_drop_path_rate)
+
+    def zero_init_last(self) -> None:
+        """Zero the last norm's scale: the block starts as its shortcut."""
+        nn.init.zeros_(self.bn3.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.bn3(self.conv2(self.prelu(self.bn2(self.conv1(self.bn1(x))))))
         identity = x if self.downsample is None else self.downsample(x)
-        return out + identity
+        return self.drop_path(out) + identity
 
 
 class IResNet(Backbone):
@@ -149,6 +154,10 @@ class IResNet(Backbone):
 
     def _drop_level(self, name: str) -> None:
         setattr(self, f"layer{int(name[1]) - 1}", None)
+
+    def stage_blocks(self) -> dict[str, nn.Sequential]:
+        layers = {f"c{i + 1}": getattr(self, f"layer{i}") for i in range(1, 5)}
+        return {level: layer for level, layer in layers.items() if layer is not None}
 
     def stage_modules(self) -> list[list[nn.Module]]:
         layers = [getattr(self, f"layer{i}") for i in range(1, 5)]

@@ -71,6 +71,7 @@ class ResNet(Backbone):
             global_pool="",
             output_stride=output_stride,
             in_chans=in_channels,
+            zero_init_last=False,  # create_backbone zeroes the branches (zero_init_residual)
         )
         self.arch = arch
         self.output_stride = output_stride
@@ -122,6 +123,10 @@ class ResNet(Backbone):
                     if hasattr(module, f"conv{i}")
                 ]
         return pairs
+
+    def stage_blocks(self) -> dict[str, nn.Sequential]:
+        layers = {f"c{i + 1}": getattr(self, f"layer{i}") for i in range(1, 5)}
+        return {level: layer for level, layer in layers.items() if layer is not None}
 
     def stage_modules(self) -> list[list[nn.Module]]:
         stem = [self.conv1, self.bn1, self.act1]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from resvision.tasks.engine.errors import NonFiniteLossError
 
-from . import backbones_cmd, demo, face_cmd, train_cmd
+from . import backbones_cmd, demo, depth_cmd, face_cmd, train_cmd
 from .tasks import COMMANDS, Command, HelpFormatter, command, task_names
 from .train_cmd import add_debug_argument, parse_dotted
 
@@ -94,6 +94,7 @@ def build_parser(tasks: Mapping[str, Task] | None = None) -> argparse.ArgumentPa
     for name, cmd in face_cmd.SUBCOMMANDS.items():
         add_command(face, name, cmd, "resvision face")
     demo.add_parser(sub)
+    depth_cmd.add_parser(sub)
     return parser
 
 

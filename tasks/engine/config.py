@@ -77,6 +77,7 @@ class RuntimeConfig:
     max_nonfinite: int = 5  # consecutive non-finite losses before training stops
     progress: bool = True  # tqdm progress bar
     tensorboard: bool = True
+    log_grad_norms: bool = False  # per-stage gradient norms of the backbone in each record
 
 
 # -- generic machinery -------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from .data import epoch_batches, make_loader
 from .ema import ModelEMA
 from .errors import ConfigError, NonFiniteLossError
 from .evaluation import evaluate
+from .grad_norms import stage_grad_norms
 from .logger import MetricsLogger, ThroughputWindow, peak_memory_gb
 from .optim import build_optimizer, build_scheduler, scaled_lr
 from .plots import plot_run
@@ -79,6 +80,7 @@ class Run:
     evaluated_at: int = -1
     metrics: dict[str, float] = field(default_factory=dict)
     saved_at: int = -1  # iteration of the latest last.pt
+    grad_norms: dict[str, torch.Tensor] = field(default_factory=dict)  # of the latest step
 
     def evaluate(self, state: TrainingState) -> None:
         """Evaluate once per iteration at most (the latest metrics are kept)."""
@@ -176,10 +178,18 @@ def train_step(
     return losses, terms, finite
 
 
-def optimizer_step(state: TrainingState, clip_grad_norm: float | None) -> None:
-    """Unscale and clip (optionally), step, update the scaler and the EMA."""
-    if clip_grad_norm:
+def optimizer_step(
+    state: TrainingState, clip_grad_norm: float | None, log_grad_norms: bool = False
+) -> dict[str, torch.Tensor]:
+    """Unscale and clip (optionally), step, update the scaler and the EMA. With
+    ``log_grad_norms``, returns the per-stage gradient norms the backward pass gave (after
+    unscaling, before clipping)."""
+    norms: dict[str, torch.Tensor] = {}
+    if clip_grad_norm or log_grad_norms:
         state.scaler.unscale_(state.optimizer)
+    if log_grad_norms:
+        norms = stage_grad_norms(state.model)
+    if clip_grad_norm:
         trainable = [p for p in state.model.parameters() if p.requires_grad]
         torch.nn.utils.clip_grad_norm_(trainable, clip_grad_norm)
     state.scaler.step(state.optimizer)
@@ -187,6 +197,7 @@ def optimizer_step(state: TrainingState, clip_grad_norm: float | None) -> None:
     state.optimizer.zero_grad(set_to_none=True)
     if state.ema is not None:
         state.ema.update(state.model)
+    return norms
 
 
 def skip_step(state: TrainingState, losses: dict, terms: torch.Tensor, run: Run) -> None:
@@ -220,7 +231,7 @@ def log_record(
         "peak_memory_gb": peak_memory_gb(run.device),
         "skipped_steps": progress.skipped_steps,
     }
-    return record
+    return record | run.grad_norms  # of the latest step, when runtime.log_grad_norms is on
 
 
 def describe(record: dict[str, Any]) -> str:
@@ -377,7 +388,7 @@ def train_epoch(
             skip_step(state, losses, terms, run)
         else:
             progress.nonfinite_in_a_row = 0
-            optimizer_step(state, cfg.optim.clip_grad_norm)
+            run.grad_norms = optimizer_step(state, cfg.optim.clip_grad_norm, rt.log_grad_norms)
             window.add_step(terms)
         state.scheduler.step()
         progress.iteration += 1

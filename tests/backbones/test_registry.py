@@ -15,6 +15,9 @@ EXPECTED_NAMES = {
     "wide_resnet50_2", "wide_resnet101_2",
     "resnet18d", "resnet34d", "resnet50d", "resnet101d", "resnet152d",
     "iresnet18", "iresnet34", "iresnet50", "iresnet100", "iresnet200",
+    "resnetv2_50", "resnetv2_101", "resnetv2_152", "resnetv2_50x1_bit", "resnetv2_101x1_bit",
+    "cifar_resnet20", "cifar_resnet32", "cifar_resnet44", "cifar_resnet56", "cifar_resnet110",
+    "cifar_resnet1202", "cifar_preact_resnet164", "cifar_preact_resnet1001",
 }  # fmt: skip
 
 

@@ -34,6 +34,7 @@ class ToyModelConfig:
     nan_from_call: int = -1  # training forward calls from this one on return a NaN loss (tests)
     nan_calls: int = 1_000_000  # ... for this many calls
     dropout: float = 0.1
+    drop_path_rate: float = 0.0
 
 
 @dataclass
@@ -92,7 +93,9 @@ class ToyDataset(Dataset):
 class ToyModel(nn.Module):
     def __init__(self, cfg: ToyModelConfig) -> None:
         super().__init__()
-        self.backbone = create_backbone(cfg.backbone, out_levels=("c5",), norm=cfg.norm)
+        self.backbone = create_backbone(
+            cfg.backbone, out_levels=("c5",), norm=cfg.norm, drop_path_rate=cfg.drop_path_rate
+        )
         self.dropout = nn.Dropout(cfg.dropout)
         self.fc = nn.Linear(self.backbone.feature_specs[-1].channels, NUM_CLASSES)
         self.cfg = cfg
