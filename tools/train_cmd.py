@@ -202,12 +202,11 @@ def add_parsers(
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from resvision.tasks.engine.checkpoint import RESUME_ORDER, load_checkpoint
-    from resvision.tasks.engine.loop import train
-
     configs = task_configs(args.task, args.tasks)
     base, resume = None, None
     if args.resume is not None:
+        from resvision.tasks.engine.checkpoint import RESUME_ORDER, load_checkpoint
+
         if args.resume is True:
             probe = resolve_config(configs, args)
             resume = Path(probe.runtime.output_dir) / "last.pt"
@@ -229,6 +228,8 @@ def run_train(args: argparse.Namespace) -> int:
             "--resume, replace it with --overwrite, or choose another --output-dir"
         )
     ensure_writable(run_dir)
+    from resvision.tasks.engine.loop import train
+
     result = train(get_task(args.task, args.tasks), cfg, resume=resume)
     if result.stopped_by:
         return 130 if result.stopped_by == "SIGINT" else 143

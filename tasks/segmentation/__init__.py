@@ -13,7 +13,7 @@ _EXPORTS = {
     "SegConfig": "config",
     "SegDataConfig": "config",
     "SegModelConfig": "config",
-    "SegLossConfig": "losses",
+    "SegLossConfig": "config",
     "SegmentationLoss": "losses",
     "ConfusionMatrix": "evaluation",
     "SegmentationEvaluator": "evaluation",

@@ -8,8 +8,6 @@ from typing import ClassVar, Literal
 from resvision.heads.segmentation import SegModelConfig as _HeadModelConfig
 from resvision.tasks.engine.config import OptimConfig, RuntimeConfig, ScheduleConfig
 
-from .losses import SegLossConfig
-
 
 @dataclass
 class SegModelConfig(_HeadModelConfig):
@@ -20,6 +18,17 @@ class SegModelConfig(_HeadModelConfig):
     ``deeplabv3_resnet50`` state_dict (the layout is detected). ``num_classes=0`` takes the
     number of classes from the data.
     """
+
+
+@dataclass
+class SegLossConfig:
+    """Weights of the loss terms (0 = off)."""
+
+    ce: float = 1.0
+    dice: float = 0.0
+    focal: float = 0.0
+    lovasz: float = 0.0
+    class_weights: tuple[float, ...] | None = None  # cross-entropy class weights
 
 
 @dataclass

@@ -6,23 +6,12 @@ Terms are computed in fp32 whatever the autocast precision.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from segmentation_models_pytorch.losses import DiceLoss, FocalLoss, LovaszLoss
 from torch import nn
 
-
-@dataclass
-class SegLossConfig:
-    """Weights of the loss terms (0 = off)."""
-
-    ce: float = 1.0
-    dice: float = 0.0
-    focal: float = 0.0
-    lovasz: float = 0.0
-    class_weights: tuple[float, ...] | None = None  # cross-entropy class weights
+from .config import SegLossConfig
 
 
 class SegmentationLoss(nn.Module):

@@ -349,11 +349,12 @@ def test_progress_prints_periodic_lines_without_a_terminal(capsys):
     assert "images: 1/5, eta" in err and "images: 4/5" in err
 
 
-# -- 12, 16. help is quick, imports no torch, shows defaults once ------------------------------
+# -- 12, 16. help and --print-config are quick (no torch), defaults shown once ----------------
 @pytest.mark.parametrize(
     "argv",
     [["--help"], ["predict", "segmentation", "--help"], ["train", "--help"], ["face", "embed", "--help"],
-     ["export", "detection", "--help"], ["demo", "--help"], ["benchmark", "--help"]],
+     ["export", "detection", "--help"], ["demo", "--help"], ["benchmark", "--help"],
+     ["train", "segmentation", "--print-config"], ["depth", "--help"]],
 )  # fmt: skip
 def test_help_imports_no_torch_and_shows_defaults_once(argv):
     code = (
@@ -364,7 +365,7 @@ def test_help_imports_no_torch_and_shows_defaults_once(argv):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.rstrip().endswith("NO TORCH"), out[-500:]
     assert "(default: None)" not in out and ") (default:" not in out and "``" not in out
-    if argv[0] == "train":
+    if argv == ["train", "--help"]:
         assert "unet_r18_synthetic" in out and "faster_rcnn_r18_fpn_synthetic" in out
 
 
