@@ -77,8 +77,9 @@ def bench_training(
 
 def _reference_evaluate():
     """InsightFace's per-threshold loop, as the tests keep it
-    (tests/face/insightface_reference.py)."""
-    path = Path(__file__).resolve().parents[1] / "tests" / "face" / "insightface_reference.py"
+    (tests/tasks/face/insightface_reference.py)."""
+    tests = Path(__file__).resolve().parents[1] / "tests"
+    path = tests / "tasks" / "face" / "insightface_reference.py"
     spec = importlib.util.spec_from_file_location("insightface_reference", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

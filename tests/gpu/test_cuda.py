@@ -92,7 +92,7 @@ def test_torchvision_fasterrcnn_state_dict_gives_the_same_detections_on_cuda(tmp
     from resvision.tasks.detection import DetectionTask
     from resvision.tasks.detection.config import PRESETS
 
-    from ..detection.test_compat import _randomized, assert_same_detections
+    from ..tasks.detection.test_compat import _randomized, assert_same_detections
 
     torch.backends.cudnn.deterministic = True
     ref = _randomized(False)

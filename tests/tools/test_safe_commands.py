@@ -82,7 +82,9 @@ def photos(tmp_path) -> Path:
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+    }
 
 
 # -- 1. outputs never replace an input or an existing output ----------------------------------
@@ -126,7 +128,11 @@ def test_convert_to_an_existing_rec_needs_overwrite(tmp_path, capsys):
     assert len(RecordFaceDataset(rec)) == 6
     # 17: identity names survive a round trip
     assert main(["face", "convert", str(rec), str(tmp_path / "back"), "--to", "folder"]) == 0
-    assert sorted(p.name for p in (tmp_path / "back").iterdir()) == ["person0", "person1", "person2"]
+    assert sorted(p.name for p in (tmp_path / "back").iterdir()) == [
+        "person0",
+        "person1",
+        "person2",
+    ]
 
 
 def test_export_onto_an_existing_file_needs_overwrite(face_run, tmp_path, capsys):
@@ -146,7 +152,9 @@ def test_training_into_a_folder_that_holds_a_run_needs_resume_or_overwrite(seg_r
 def test_inputs_with_one_name_get_their_own_outputs(seg_run, det_run, photos, tmp_path):
     argv = ["--checkpoint", str(seg_run), "--out", str(tmp_path / "seg")]
     assert main(["predict", "segmentation", str(photos), *argv]) == 0
-    labels = sorted(p.relative_to(tmp_path / "seg").as_posix() for p in (tmp_path / "seg").rglob("*.png"))
+    labels = sorted(
+        p.relative_to(tmp_path / "seg").as_posix() for p in (tmp_path / "seg").rglob("*.png")
+    )
     assert labels == ["img.jpg.png", "img.png.png", "sub1/img.png", "sub2/img.png"]
     out = tmp_path / "det"
     argv = ["predict", "detection", str(photos), "--checkpoint", str(det_run), "--out", str(out)]
@@ -154,7 +162,12 @@ def test_inputs_with_one_name_get_their_own_outputs(seg_run, det_run, photos, tm
     drawn = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.jpg"))
     assert drawn == ["img.jpg.jpg", "img.png.jpg", "sub1/img.jpg", "sub2/img.jpg"]
     images = json.loads((out / "coco_images.json").read_text())["images"]
-    assert sorted(i["file_name"] for i in images) == ["img.jpg", "img.png", "sub1/img.jpg", "sub2/img.jpg"]
+    assert sorted(i["file_name"] for i in images) == [
+        "img.jpg",
+        "img.png",
+        "sub1/img.jpg",
+        "sub2/img.jpg",
+    ]
     results = json.loads((out / "coco_results.json").read_text())
     assert results and {"image_id", "category_id", "bbox", "score"} == set(results[0])
     assert {r["image_id"] for r in results} <= {i["id"] for i in images}
@@ -164,7 +177,9 @@ def test_inputs_with_one_name_get_their_own_outputs(seg_run, det_run, photos, tm
 
 # -- 4. one unreadable image does not stop a batch ---------------------------------------------
 @pytest.mark.parametrize("task", ["segmentation", "detection", "face"])
-def test_an_unreadable_image_is_skipped_and_named(task, seg_run, det_run, face_run, photos, tmp_path, capsys, caplog):
+def test_an_unreadable_image_is_skipped_and_named(
+    task, seg_run, det_run, face_run, photos, tmp_path, capsys, caplog
+):
     run = {"segmentation": seg_run, "detection": det_run, "face": face_run}[task]
     (photos / "broken.jpg").write_bytes(b"not a jpeg")
     out = tmp_path / ("out.npz" if task == "face" else "out")
@@ -244,7 +259,9 @@ def test_generated_set_with_edge_tiny_and_crowd_boxes_equals_pycocotools(tmp_pat
         for _ in range(3):
             rows.append([i, *rng.uniform(0, 150, 4), rng.random() * 0.5, int(rng.integers(1, 4))])
     cats = [{"id": c, "name": f"c{c}"} for c in (1, 2, 3)]
-    (tmp_path / "gt.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    (tmp_path / "gt.json").write_text(
+        json.dumps({"images": images, "annotations": anns, "categories": cats})
+    )
     rows = np.array(rows)
     ours = _ours(tmp_path / "gt.json", rows, "faster_coco_eval")
     np.testing.assert_allclose([ours[k] for k in METRICS], _pycocotools_stats(tmp_path / "gt.json", rows), atol=1e-9)  # fmt: skip
@@ -254,7 +271,7 @@ def test_generated_set_with_edge_tiny_and_crowd_boxes_equals_pycocotools(tmp_pat
 def test_last_checkpoint_holds_the_best_score_of_its_own_iteration(tmp_path):
     import torch
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tasks" / "engine"))
     from toy_task import ToyTask
 
     from resvision.tasks.engine.checkpoint import load_checkpoint
@@ -280,7 +297,9 @@ def test_large_images_switch_to_sliding_windows(seg_run, caplog):
     seg = Segmenter.from_checkpoint(seg_run, device="cpu")
     image = (np.random.default_rng(0).random((150, 170, 3)) * 255).astype(np.uint8)
     seg.inference = dataclasses.replace(seg.inference, crop_size=(64, 64), stride=(48, 48))
-    slide = Segmenter(seg.model, seg.class_names, inference=dataclasses.replace(seg.inference, mode="slide"))
+    slide = Segmenter(
+        seg.model, seg.class_names, inference=dataclasses.replace(seg.inference, mode="slide")
+    )
     seg.inference = dataclasses.replace(seg.inference, max_whole_pixels=100 * 100)
     windows = []
     (auto,) = seg.predict(image, progress=lambda chunks, total: windows.append(total) or chunks)
@@ -289,7 +308,9 @@ def test_large_images_switch_to_sliding_windows(seg_run, caplog):
 
 
 # -- 8, 9. one line naming the problem ---------------------------------------------------------
-def test_unwritable_outputs_and_typos_are_one_line_errors(seg_run, face_run, photos, tmp_path, capsys):
+def test_unwritable_outputs_and_typos_are_one_line_errors(
+    seg_run, face_run, photos, tmp_path, capsys
+):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     assert main(["predict", "segmentation", str(photos), "--checkpoint", str(seg_run), "--out", str(blocker / "sub")]) == 2  # fmt: skip
@@ -362,7 +383,9 @@ def test_help_imports_no_torch_and_shows_defaults_once(argv):
         f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
         "print('TORCH' if 'torch' in sys.modules else 'NO TORCH')\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert out.rstrip().endswith("NO TORCH"), out[-500:]
     assert "(default: None)" not in out and ") (default:" not in out and "``" not in out
     if argv == ["train", "--help"]:

@@ -4,8 +4,8 @@ It exercises the engine without any real task: seeded augmentation (random flip 
 jitter keyed by the sample seed), a model that returns a loss dict in train mode and logits in
 eval mode, evaluation gathered across ranks. Run it like the real command line:
 
-    python tests/engine/toy_task.py train toy --set schedule.iterations=10
-    torchrun --nproc-per-node 2 tests/engine/toy_task.py train toy ...
+    python tests/tasks/engine/toy_task.py train toy --set schedule.iterations=10
+    torchrun --nproc-per-node 2 tests/tasks/engine/toy_task.py train toy ...
 """
 
 from __future__ import annotations

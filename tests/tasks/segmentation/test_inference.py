@@ -55,9 +55,7 @@ def test_cpu_accumulation_for_large_images_gives_the_same_result():
 def dlv3p():
     torch.manual_seed(0)
     return build_segmentation_model(
-        SegModelConfig(
-            backbone="resnet18", output_stride=16, arch="deeplabv3plus", num_classes=3
-        )
+        SegModelConfig(backbone="resnet18", output_stride=16, arch="deeplabv3plus", num_classes=3)
     ).eval()
 
 
