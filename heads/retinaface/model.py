@@ -205,18 +205,25 @@ class RetinaFace(nn.Module):
             return multibox_loss(
                 logits, boxes, points, priors, targets, self.cfg.loss, self.cfg.priors.variances
             )
-        x, sizes, scales = self._batch(images, resize=True)
-        boxes, scores, points, valid = self.detect(x, sizes_tensor(sizes, x.device))
-        results = []
-        for i, scale in enumerate(scales):
-            keep = valid[i]
-            results.append(
-                {
-                    "boxes": boxes[i][keep] / scale,
-                    "scores": scores[i][keep],
-                    "landmarks": points[i][keep] / scale,
+        images = list(images)
+        if self.cfg.test.pad_batches:
+            groups = [list(range(len(images)))]
+        else:  # one pass per image size: each image as if alone
+            by_size: dict[tuple, list[int]] = {}
+            for i, img in enumerate(images):
+                by_size.setdefault(tuple(img.shape[-2:]), []).append(i)
+            groups = list(by_size.values())
+        results: list[dict[str, Tensor]] = [{} for _ in images]
+        for group in groups:
+            x, sizes, scales = self._batch([images[i] for i in group], resize=True)
+            boxes, scores, points, valid = self.detect(x, sizes_tensor(sizes, x.device))
+            for k, (i, scale) in enumerate(zip(group, scales)):
+                keep = valid[k]
+                results[i] = {
+                    "boxes": boxes[k][keep] / scale,
+                    "scores": scores[k][keep],
+                    "landmarks": points[k][keep] / scale,
                 }
-            )
         return results
 
     # -- inference --------------------------------------------------------------------------

@@ -107,7 +107,8 @@ def _loss_case(seed: int):
     points = torch.randn(3, p, 10, generator=g) * 0.5
     faces = [
         torch.tensor([[10.0, 12, 40, 46], [50, 20, 90, 70], [70, 75, 74, 79]]),
-        torch.tensor([[5.0, 50, 30, 80]]),
+        # one best prior for both: the later face claims it, though the other overlaps more
+        torch.tensor([[6.0, 51, 31, 81], [5.0, 50, 30, 80]]),
         torch.zeros(0, 4),
     ]
     targets = []
@@ -139,6 +140,37 @@ def test_multibox_loss_equals_the_ports(seed):
     torch.testing.assert_close(ours["loss_box"], 2.0 * ref_l, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(ours["loss_cls"], ref_c, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(ours["loss_landmarks"], ref_landm, rtol=1e-5, atol=1e-6)
+
+
+def test_nms_measures_boxes_as_the_ports_py_cpu_nms():
+    """Small boxes, where the port's "+1" pixel widths change the IoU: the post-processing keeps
+    exactly the boxes py_cpu_nms keeps (at most max_detections, best first)."""
+    from resvision.heads.retinaface import RetinaFaceTestConfig, postprocess
+
+    from .retinaface_reference import py_cpu_nms
+
+    g = torch.Generator().manual_seed(0)
+    cfg = RetinaFaceTestConfig(score_threshold=0.02)
+    for _ in range(20):
+        n = 60
+        xy = torch.rand(n, 2, generator=g) * 30
+        wh = torch.rand(n, 2, generator=g) * 8 + 1
+        priors = torch.cat([xy + wh / 2, wh], 1)  # zero deltas decode to these boxes
+        scores = torch.rand(n, generator=g) * 0.9 + 0.05
+        logits = torch.stack([torch.zeros(n), torch.log(scores / (1 - scores))], 1)[None]
+        boxes, _, _, valid = postprocess(
+            logits,
+            torch.zeros(1, n, 4),
+            torch.zeros(1, n, 10),
+            priors,
+            priors[:, :2],
+            None,
+            cfg,
+            (0.1, 0.2),
+        )
+        dets = np.concatenate([torch.cat([xy, xy + wh], 1).numpy(), scores[:, None].numpy()], 1)
+        keep = py_cpu_nms(dets.astype(np.float32), cfg.nms_threshold)
+        np.testing.assert_allclose(boxes[0][valid[0]].numpy(), dets[keep, :4], atol=1e-5)
 
 
 def test_loss_gradients_flow_and_an_empty_batch_gives_zero():
