@@ -144,7 +144,7 @@ def randomized_port_model(seed: int = 0) -> PortRetinaFace:
                 m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
                 m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
         for head in net.ClassHead:
-            head.conv1x1.bias.copy_(torch.tensor([2.0, -2.0] * 2))
+            head.conv1x1.bias.copy_(torch.tensor([2.5, -2.5] * 2))
     return net
 
 
@@ -233,17 +233,45 @@ def port_detect(
     five landmarks (x, y), best first."""
     img = np.float32(image_bgr)
     im_height, im_width, _ = img.shape
-    scale = torch.Tensor([im_width, im_height] * 2).to(device)
     img -= (104, 117, 123)
     img = torch.from_numpy(img.transpose(2, 0, 1)).unsqueeze(0).to(device)
     with torch.no_grad():
         loc, conf, landms = net(img)
     priors = PriorBox(CFG_RE50, image_size=(im_height, im_width)).forward().to(device)
+    return port_postprocess(
+        loc[0],
+        conf[0],
+        landms[0],
+        priors,
+        (im_height, im_width),
+        confidence_threshold=confidence_threshold,
+        top_k=top_k,
+        nms_threshold=nms_threshold,
+        keep_top_k=keep_top_k,
+    )
+
+
+def port_postprocess(
+    loc,
+    conf,
+    landms,
+    priors,
+    size: tuple[int, int],
+    *,
+    confidence_threshold: float = 0.02,
+    top_k: int = 5000,
+    nms_threshold: float = 0.4,
+    keep_top_k: int = 750,
+) -> np.ndarray:
+    """``detect.py``'s steps after the forward pass, for one image's outputs."""
+    im_height, im_width = size
+    device = loc.device
     variances = CFG_RE50["variance"]
-    boxes = (decode(loc.data.squeeze(0), priors, variances) * scale).cpu().numpy()
-    scores = conf.squeeze(0).data.cpu().numpy()[:, 1]
-    landms = decode_landm(landms.data.squeeze(0), priors, variances)
-    scale1 = torch.Tensor([img.shape[3], img.shape[2]] * 5).to(device)
+    scale = torch.Tensor([im_width, im_height] * 2).to(device)
+    boxes = (decode(loc.data, priors, variances) * scale).cpu().numpy()
+    scores = conf.data.cpu().numpy()[:, 1]
+    landms = decode_landm(landms.data, priors, variances)
+    scale1 = torch.Tensor([im_width, im_height] * 5).to(device)
     landms = (landms * scale1).cpu().numpy()
     inds = np.where(scores > confidence_threshold)[0]
     boxes, landms, scores = boxes[inds], landms[inds], scores[inds]
@@ -319,11 +347,11 @@ def match(threshold, truths, priors, variances, labels, landms, loc_t, conf_t, l
     landm_t[idx] = encode_landm(landms[best_truth_idx], priors, variances)
 
 
-def port_multibox_loss(predictions, priors, targets, threshold=0.35, negpos_ratio=3):
+def port_multibox_loss(predictions, priors, targets, threshold=0.35, negpos_ratio=3, device="cpu"):
     """``MultiBoxLoss(2, 0.35, True, 0, True, 7, 0.35, False)`` of ``train.py``: the port's
     targets are rows ``[x1, y1, x2, y2, 10 landmark values, label]`` normalized by the image
-    size, ``priors`` its normalized ``PriorBox`` output. Returns ``(loss_l, loss_c,
-    loss_landm)``."""
+    size, ``priors`` its normalized ``PriorBox`` output; targets are built on the host, as
+    there, and moved to ``device``. Returns ``(loss_l, loss_c, loss_landm)``."""
     loc_data, conf_data, landm_data = predictions
     num, num_priors = loc_data.size(0), priors.size(0)
     variance = [0.1, 0.2]
@@ -335,7 +363,8 @@ def port_multibox_loss(predictions, priors, targets, threshold=0.35, negpos_rati
         labels = targets[idx][:, -1].data
         landms = targets[idx][:, 4:14].data
         match(threshold, truths, priors.data, variance, labels, landms, loc_t, conf_t, landm_t, idx)
-    zeros = torch.tensor(0)
+    loc_t, conf_t, landm_t = loc_t.to(device), conf_t.to(device), landm_t.to(device)
+    zeros = torch.tensor(0, device=device)
     pos1 = conf_t > zeros
     n1 = max(pos1.long().sum().float(), 1)
     pos_idx1 = pos1.unsqueeze(pos1.dim()).expand_as(landm_data)
