@@ -40,7 +40,8 @@ def synthetic_scenes(cfg: FaceDetConfig, split: str) -> SyntheticFaceScenes:
         max_faces=d.synthetic_max_faces,
         min_face=d.synthetic_min_face,
         num_identities=d.synthetic_identities,
-        identity_seed=2 * d.synthetic_seed + (2 if split == "val" else 1),
+        # other people than the face task's synthetic identities (seeds 0 and 1 by default)
+        identity_seed=101 + 2 * d.synthetic_seed + (1 if split == "val" else 0),
     )
 
 
