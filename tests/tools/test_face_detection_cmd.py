@@ -185,3 +185,17 @@ def test_search_and_cluster_draw_labelled_photos(runs, photos, tmp_path, capsys)
     np.savez(crops, embeddings=np.eye(2, dtype=np.float32), names=np.array(["a", "b"]))
     assert main(["face", "cluster", str(crops), "--draw", str(tmp_path / "c2")]) == 2
     assert "needs a gallery of photos" in capsys.readouterr().err
+
+
+def test_the_detector_takes_the_same_inputs_as_every_predictor(runs, photos):
+    from resvision.tasks.face_detection.inference import FaceDetector
+
+    det = FaceDetector.from_checkpoint(runs["faces"], device="cpu")
+    path = photos / "bob" / "1.png"
+    image = Image.open(path)
+    array = np.asarray(image)
+    tensor = torch.from_numpy(array).permute(2, 0, 1)
+    results = [det.predict(x)[0] for x in (image, array, path, tensor)]
+    for r in results[1:]:
+        assert np.array_equal(r["boxes"], results[0]["boxes"])
+        assert np.array_equal(r["landmarks"], results[0]["landmarks"])
