@@ -194,7 +194,7 @@ def test_the_detector_takes_the_same_inputs_as_every_predictor(runs, photos):
     path = photos / "bob" / "1.png"
     image = Image.open(path)
     array = np.asarray(image)
-    tensor = torch.from_numpy(array).permute(2, 0, 1)
+    tensor = torch.from_numpy(array.copy()).permute(2, 0, 1)
     results = [det.predict(x)[0] for x in (image, array, path, tensor)]
     for r in results[1:]:
         assert np.array_equal(r["boxes"], results[0]["boxes"])
