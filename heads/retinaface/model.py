@@ -28,6 +28,7 @@ from .config import PORT_BGR_MEAN, RetinaFaceConfig, RetinaFaceTestConfig
 from .loss import multibox_loss
 
 PORT_NORMALIZATION = Normalization(PORT_BGR_MEAN, (1.0, 1.0, 1.0), "BGR", 1.0)
+PRIOR_CACHE_SIZE = 8  # sets of priors kept per model (photos of many sizes would grow it)
 
 
 def conv_bn(in_channels: int, out_channels: int, kernel: int, slope: float | None) -> nn.Sequential:
@@ -154,12 +155,15 @@ class RetinaFace(nn.Module):
         return logits, boxes, points, [tuple(f.shape[-2:]) for f in features]
 
     def priors(self, shapes: list[tuple[int, int]], device: torch.device) -> tuple[Tensor, Tensor]:
-        """``(priors (P, 4), cell corners (P, 2))`` of feature maps of ``shapes`` (cached)."""
+        """``(priors (P, 4), cell corners (P, 2))`` of feature maps of ``shapes``; the last
+        few are kept (photos of one size, training crops) and made on the device once."""
         p = self.cfg.priors
         if torch.jit.is_tracing():
             return make_priors(shapes, p.steps, p.min_sizes, device=device)
         key = (tuple(shapes), device)
         if key not in self._priors:
+            if len(self._priors) >= PRIOR_CACHE_SIZE:
+                self._priors.pop(next(iter(self._priors)))  # the oldest
             self._priors[key] = make_priors(shapes, p.steps, p.min_sizes, device=device)
         return self._priors[key]
 
