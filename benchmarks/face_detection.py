@@ -222,7 +222,9 @@ def bench_training(device: torch.device, *, size: int, batch: int, steps: int, r
     ]
 
 
-def bench_wider(num_images: int = 3226, mean_faces: float = 12.0, subset: int = 200):
+def bench_wider(
+    num_images: int = 3226, mean_faces: float = 12.0, false_positives: int = 6, subset: int = 200
+):
     """Our WIDER evaluator on a val-sized set; the official loops on a ``subset``-image set
     generated the same way (the same APs there), their time scaled to the whole set."""
     from resvision.datasets.face_detection import read_wider_val
@@ -238,12 +240,12 @@ def bench_wider(num_images: int = 3226, mean_faces: float = 12.0, subset: int = 
             events = max(1, round(count / per_event))
             generated.write_wider_mats(tmp / name, 0, events, per_event, mean_faces=mean_faces)
         val = read_wider_val(tmp / "full")
-        preds = generated.generated_predictions(val, 0)
+        preds = generated.generated_predictions(val, 0, false_positives=false_positives)
         t0 = time.perf_counter()
         ours = wider_face_ap(val, preds)
         ours_time = time.perf_counter() - t0
         sub = read_wider_val(tmp / "subset")
-        sub_preds = generated.generated_predictions(sub, 0)
+        sub_preds = generated.generated_predictions(sub, 0, false_positives=false_positives)
         write_wider_txt(tmp / "txt", sub, sub_preds)
         t0 = time.perf_counter()
         reference = official.evaluation(str(tmp / "txt"), str(tmp / "subset"))
@@ -288,6 +290,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--train-size", type=int, default=None, help="640 on GPU, 256 on CPU")
     p.add_argument("--train-batch", type=int, default=None, help="8 on GPU, 2 on CPU")
     p.add_argument("--wider-images", type=int, default=3226)
+    p.add_argument(
+        "--wider-false-positives", type=int, default=6, help="at most this many per image, drawn"
+    )
     p.add_argument("--skip", nargs="*", default=[], choices=("inference", "training", "wider"))
     args = p.parse_args(argv)
     device = resolve_device(args.device)
@@ -343,7 +348,7 @@ def main(argv: list[str]) -> int:
             )
         )
     if "wider" not in args.skip:
-        rows, aps = bench_wider(args.wider_images)
+        rows, aps = bench_wider(args.wider_images, false_positives=args.wider_false_positives)
         print(f"\nWIDER FACE protocol on a generated val-sized set (APs {aps})\n")
         print(
             format_table(

@@ -54,7 +54,9 @@ def write_wider_mats(folder, seed: int, events: int = 4, images: int = 6, mean_f
     return event_names, names, boxes
 
 
-def generated_predictions(val, seed: int, *, shuffle: bool = False) -> list[np.ndarray]:
+def generated_predictions(
+    val, seed: int, *, shuffle: bool = False, false_positives: int = 6
+) -> list[np.ndarray]:
     """Per image: jittered copies of faces (some twice: duplicates), false positives, and
     scores with ties; best first unless ``shuffle``; one image has none."""
     rng = np.random.default_rng(seed)
@@ -65,7 +67,7 @@ def generated_predictions(val, seed: int, *, shuffle: bool = False) -> list[np.n
             for _ in range(int(rng.choice([0, 1, 1, 2]))):
                 jitter = rng.normal(0, 0.08, 4) * np.r_[b[2:], b[2:]]
                 rows.append([*(b + jitter), rng.choice([rng.random(), 0.5])])
-        for _ in range(int(rng.integers(0, 6))):
+        for _ in range(int(rng.integers(0, false_positives))):
             rows.append([*rng.uniform(0, 900, 2), *rng.uniform(5, 200, 2), rng.random() * 0.7])
         p = np.array(rows, np.float64).reshape(-1, 5)
         p = p[rng.permutation(len(p))] if shuffle else p[np.argsort(-p[:, 4], kind="stable")]
