@@ -39,6 +39,7 @@ INSTALL_REQUIRES = [
     "safetensors>=0.4",
     "Pillow>=9.5",
     "orjson>=3.9",  # COCO-sized annotation files parse 1.6x faster than with json
+    "scipy>=1.10",  # the WIDER FACE evaluation's .mat ground truth
 ]
 
 EXTRAS = {

@@ -227,11 +227,18 @@ def _roc_plot(run: Path) -> None:
     print(f"ROC curve: {path}; plots: {run / 'plots'}")
 
 
+def demo_face_detection(out: Path) -> None:
+    from .face_detection_demo import demo_face_detection as run_demo
+
+    run_demo(out)
+
+
 DEMOS = {
     "backbones": demo_backbones,
     "segmentation": demo_segmentation,
     "detection": demo_detection,
     "face": demo_face,
+    "face-detection": demo_face_detection,
 }
 
 
@@ -241,7 +248,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="the built-in demo (no download): backbones, then each task on synthetic data",
         description="The built-in demo, what `make demo` runs: the backbone registry on a real "
         "photo, then each task trained from scratch and evaluated on its built-in synthetic "
-        "data, on the CPU, with no download. Runs, predictions and plots go under --out.",
+        "data, on the CPU, with no download, ending with the face pipeline (photos -> faces "
+        "-> embeddings -> identities). Runs, predictions and plots go under --out.",
         formatter_class=HelpFormatter,
     )
     p.add_argument("--out", default="runs/demo", help="folder for the demo's runs")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from . import predict
-from .outputs import check_outputs, ensure_writable, plural
+from .outputs import BatchReport, check_outputs, ensure_writable, plural
 from .tasks import Command
 
 
@@ -33,6 +34,59 @@ def load_embeddings(path: str):
     return data["embeddings"].astype(np.float32), data["names"]
 
 
+def load_gallery(path: str, flag: str):
+    """The :class:`FaceGallery` of an .npz written by ``face embed --detector`` (needed to draw
+    photos: it knows where each face is)."""
+    import numpy as np
+
+    from resvision.tasks.pipelines.face import FaceGallery
+
+    load_embeddings(path)  # the same errors for files that are not embeddings at all
+    with np.load(path, allow_pickle=False) as data:
+        if "boxes" not in data:
+            raise ValueError(
+                f"{flag} needs a gallery of photos: {path!r} holds embeddings of face images; "
+                "write one with `resvision face embed PHOTOS --detector RUN`"
+            )
+        return FaceGallery.from_npz(data)
+
+
+def draw_gallery(gallery, captions: list[str], out: Path, *, overwrite: bool) -> None:
+    """Each photo of ``gallery`` with every face boxed and captioned, under ``out`` (the
+    photo's relative name, as .jpg); photos that cannot be read any more are skipped."""
+    import cv2
+
+    from resvision.datasets.images import ImageReadError, read_rgb
+    from resvision.tasks.face_detection.visualize import draw_faces
+
+    photos = dict.fromkeys(str(p) for p in gallery.photos)
+    paths = dict(zip(gallery.photos, gallery.paths))
+    targets = {p: out / Path(p).with_suffix(".jpg") for p in photos}
+    # the folder holding every photo is an input folder: nothing is drawn into it
+    root = Path(os.path.commonpath([str(Path(paths[p]).parent) for p in photos]))
+    check_outputs(
+        targets.values(),
+        inputs=[Path(v) for v in paths.values()],
+        input_folders=[root] if photos else [],
+        overwrite=overwrite,
+    )
+    report = BatchReport()
+    for photo in photos:
+        rows = [i for i, p in enumerate(gallery.photos) if p == photo]
+        try:
+            image = read_rgb(paths[photo])
+        except ImageReadError as e:
+            report.skip(photo, e)
+            continue
+        picture = draw_faces(
+            image, gallery.boxes[rows], gallery.landmarks[rows], [captions[i] for i in rows]
+        )
+        targets[photo].parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(targets[photo]), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+        report.done += 1
+    print(f"drew {report.summary()} with every face labelled -> {out}")
+
+
 # -- search ------------------------------------------------------------------------------------
 def _search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gallery", required=True, help="the gallery .npz (face embed)")
@@ -45,6 +99,14 @@ def _search_arguments(p: argparse.ArgumentParser) -> None:
         help="cosine above which a result counts as the same person",
     )
     p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument(
+        "--draw",
+        default=None,
+        metavar="FOLDER",
+        help="draw each query photo with every face labelled by its best gallery match (the "
+        "query must be a gallery of photos: face embed --detector)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace drawn photos that exist")
 
 
 def search(args: argparse.Namespace) -> int:
@@ -75,7 +137,28 @@ def search(args: argparse.Namespace) -> int:
         print(f"{name}: {shown}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
+    if args.draw:
+        labels = _labels(args.gallery)
+        captions = []
+        for q in range(len(qnames)):
+            if idx.shape[1] == 0 or idx[q, 0] < 0:
+                captions.append("?")
+                continue
+            best, score = labels[idx[q, 0]], float(scores[q, 0])
+            unknown = args.threshold is not None and score < args.threshold
+            captions.append(f"{'unknown' if unknown else best} {score:.2f}")
+        draw_gallery(
+            load_gallery(args.query, "--draw"), captions, Path(args.draw), overwrite=args.overwrite
+        )
     return 0
+
+
+def _labels(path: str) -> list[str]:
+    """Who each gallery face is: its ``labels`` (galleries of photos), else its name."""
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as data:
+        return [str(v) for v in (data["labels"] if "labels" in data else data["names"])]
 
 
 # -- verify ------------------------------------------------------------------------------------
@@ -123,6 +206,14 @@ def _cluster_arguments(p: argparse.ArgumentParser) -> None:
         "--duplicate-threshold", type=float, default=0.95, help="cosine of near-duplicates"
     )
     p.add_argument("--json", default=None, help="also write the clusters here")
+    p.add_argument(
+        "--draw",
+        default=None,
+        metavar="FOLDER",
+        help="draw each photo with every face labelled by its cluster (a gallery of photos: "
+        "face embed --detector)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace drawn photos that exist")
 
 
 def _groups(names, ids) -> list[list[str]]:
@@ -136,7 +227,9 @@ def cluster(args: argparse.Namespace) -> int:
     from resvision.tasks.face.inference import cluster
 
     vectors, names = load_embeddings(args.embeddings)
-    groups = _groups(names, cluster(vectors, args.threshold))
+    gallery = load_gallery(args.embeddings, "--draw") if args.draw else None
+    ids = cluster(vectors, args.threshold)
+    groups = _groups(names, ids)
     dup = cluster(vectors, args.duplicate_threshold)
     duplicates = [members for members in _groups(names, dup) if len(members) > 1]
     sizes = sorted((len(v) for v in groups), reverse=True)
@@ -148,6 +241,10 @@ def cluster(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(
             json.dumps({"clusters": groups, "near_duplicates": duplicates}, indent=1)
+        )
+    if gallery is not None:
+        draw_gallery(
+            gallery, [f"cluster {int(c)}" for c in ids], Path(args.draw), overwrite=args.overwrite
         )
     return 0
 

@@ -268,9 +268,32 @@ def _face_arguments(p: argparse.ArgumentParser) -> None:
         help="JSON/CSV of 5-point landmarks per image, keyed by relative name: align with "
         "norm_crop",
     )
+    p.add_argument(
+        "--detector",
+        default=None,
+        help="a face-detection run folder or checkpoint (or Pytorch_Retinaface's "
+        "Resnet50_Final.pth): find every face in each photo, align it from its landmarks and "
+        "embed it; the .npz then keeps photo, box, score and landmarks per face",
+    )
+    p.add_argument(
+        "--score-threshold", type=float, default=0.5, help="with --detector: lowest face score"
+    )
+    p.add_argument(
+        "--min-face-size",
+        type=float,
+        default=0.0,
+        help="with --detector: leave out faces whose box is smaller (shorter side, pixels)",
+    )
+    p.add_argument(
+        "--largest-face-only",
+        action="store_true",
+        help="with --detector: only the largest face of each photo",
+    )
 
 
 def embed_faces(args: argparse.Namespace) -> int:
+    if getattr(args, "detector", None):
+        return embed_detected_faces(args)
     import numpy as np
 
     from resvision.datasets.face import read_landmarks
@@ -308,10 +331,81 @@ def embed_faces(args: argparse.Namespace) -> int:
     return report.exit_code()
 
 
+def embed_detected_faces(args: argparse.Namespace) -> int:
+    """``face embed PHOTOS --detector RUN``: every face of every photo, aligned and embedded."""
+    import numpy as np
+
+    from resvision.tasks.face.inference import Embedder
+    from resvision.tasks.face_detection.inference import FaceDetector
+    from resvision.tasks.pipelines.face import FaceGallery, FacePipeline
+
+    if args.landmarks:
+        raise ValueError("--landmarks and --detector exclude each other: the detector finds them")
+    images = collect_inputs(args.inputs)
+    out = Path(args.out)
+    if out.suffix != ".npz":
+        raise ValueError(f"--out {args.out!r}: the gallery is written as an .npz file")
+    check_outputs([out], inputs=[i.path for i in images], overwrite=args.overwrite)
+    pipeline = FacePipeline(
+        FaceDetector.from_checkpoint(args.detector, device=args.device),
+        Embedder.from_checkpoint(args.checkpoint, device=args.device, overrides=args.set),
+        score_threshold=args.score_threshold,
+        min_face_size=args.min_face_size,
+        largest_face_only=args.largest_face_only,
+        flip=not args.no_flip,
+    )
+    report = BatchReport(strict=args.strict)
+    rows: dict[str, list] = {k: [] for k in ("photos", "paths", "index", "found")}
+    without, unaligned, small = [], 0, 0
+    t0 = time.perf_counter()
+    per_pass = max(1, min(args.batch_size, 8))  # photos per detector pass
+    for batch in _batched(read_images(images, report, "photos"), per_pass):
+        found = pipeline([rgb for _, rgb in batch], names=[item.name for item, _ in batch])
+        for (item, _), r in zip(batch, found):
+            unaligned += len(r.skipped)
+            small += r.below_min_size
+            if not len(r.scores):
+                without.append(item.name)
+            rows["photos"] += [item.name] * len(r.scores)
+            rows["paths"] += [str(item.path.resolve())] * len(r.scores)
+            rows["index"] += list(range(len(r.scores)))
+            rows["found"].append(r)
+            report.done += 1
+    if not report.done:
+        print(f"{report.summary()}: nothing written")
+        return report.exit_code()
+    parts = rows["found"]
+    size = pipeline.embedder.model.embedding_size
+    gallery = FaceGallery(
+        photos=np.array(rows["photos"], dtype=str),
+        paths=np.array(rows["paths"], dtype=str),
+        face_index=np.array(rows["index"], np.int64),
+        boxes=np.concatenate([r.boxes for r in parts]).astype(np.float32).reshape(-1, 4),
+        scores=np.concatenate([r.scores for r in parts]).astype(np.float32),
+        landmarks=np.concatenate([r.landmarks for r in parts]).astype(np.float32).reshape(-1, 5, 2),
+        embeddings=np.concatenate([r.embeddings for r in parts]).reshape(-1, size),
+        photos_without_faces=np.array(without, dtype=str),
+    )
+    gallery.save(out)
+    notes = [f"{plural(len(without), 'photo')} without a face"]
+    if unaligned:
+        notes.append(f"{plural(unaligned, 'face')} too small to align skipped")
+    if small:
+        notes.append(f"{plural(small, 'face')} below --min-face-size {args.min_face_size:g}")
+    took = time.perf_counter() - t0
+    print(
+        f"{report.summary()}: {plural(len(gallery), 'face')} ({', '.join(notes)}) in {took:.1f} s "
+        f"-> {out} ({size}-d embeddings with photo, box, score and landmarks per face)"
+    )
+    return report.exit_code()
+
+
 FACE = Command(
     "embed face images into an .npz (the same as `resvision face embed`)",
     _face_arguments,
     embed_faces,
     description="Embed face images (files, folders, globs) into an .npz: embeddings (N, D) "
-    "float32 unit length, names (relative paths).",
+    "float32 unit length, names (relative paths). With --detector, photos instead: every face "
+    "is found, aligned from its five landmarks and embedded; the .npz (a gallery) keeps per "
+    "face its photo, box, score, landmarks and embedding (names are photo#k).",
 )

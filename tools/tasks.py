@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 TASKS = {
     "detection": "resvision.tasks.detection",
     "face": "resvision.tasks.face",
+    "face-detection": "resvision.tasks.face_detection",
     "segmentation": "resvision.tasks.segmentation",
 }
 
@@ -35,6 +36,9 @@ COMMANDS = {
     ("benchmark", "detection"): "benchmark_cmd:DETECTION",
     ("benchmark", "segmentation"): "benchmark_cmd:SEGMENTATION",
     ("benchmark", "face"): "benchmark_cmd:FACE",
+    ("predict", "face-detection"): "face_detection_cmd:PREDICT",
+    ("export", "face-detection"): "face_detection_cmd:EXPORT",
+    ("benchmark", "face-detection"): "face_detection_cmd:BENCHMARK",
 }
 
 

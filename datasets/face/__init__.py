@@ -14,13 +14,14 @@ from .alignment import (
     to_tensor,
 )
 from .identities import FaceFolder, RecordFaceDataset, folder_to_rec, rec_to_folder, train_augment
-from .synthetic import SyntheticFaces, render_face
+from .synthetic import RenderedFace, SyntheticFaces, render_face, render_face_parts
 from .verification import VerificationSet, VerificationSuite, read_bin, read_pairs, write_bin
 
 __all__ = [
     "ARCFACE_TEMPLATE",
     "FaceFolder",
     "RecordFaceDataset",
+    "RenderedFace",
     "SPHEREFACE_96x112",
     "SyntheticFaces",
     "VerificationSet",
@@ -33,6 +34,7 @@ __all__ = [
     "read_pairs",
     "rec_to_folder",
     "render_face",
+    "render_face_parts",
     "resize_square",
     "similarity_transform",
     "template_for",

@@ -4,6 +4,7 @@ seed (training and held-out verification pairs without any download)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -41,9 +42,25 @@ def _identity_params(rng: np.random.Generator) -> dict:
     }
 
 
+@dataclass
+class RenderedFace:
+    """A rendered photo and where its face is, in the photo's pixel coordinates."""
+
+    image: np.ndarray  # (size, size, 3) uint8 RGB
+    landmarks: np.ndarray  # (5, 2) float32: eyes, nose tip, mouth corners (image left first)
+    box: np.ndarray  # (4,) float32 xyxy: the face oval (ears and hair excluded)
+    mask: np.ndarray  # (size, size) float32 in [0, 1]: the head (face, ears, hair), feathered
+
+
 def render_face(identity: dict, rng: np.random.Generator, size: int = 112) -> np.ndarray:
     """One photo of ``identity``: its features drawn at 112 px (eyes near the ArcFace template),
     then a random pose, lighting, colour cast, background, noise and blur."""
+    return render_face_parts(identity, rng, size).image
+
+
+def render_face_parts(identity: dict, rng: np.random.Generator, size: int = 112) -> RenderedFace:
+    """:func:`render_face` (the same image from the same ``rng``) with the exact positions of
+    its five landmarks, its face box and a mask of the head, moved by the same pose."""
     s = 2  # supersampling for smooth edges
     canvas = np.empty((112 * s, 112 * s, 3), np.float32)
     bg = rng.uniform(20, 235, 3)
@@ -146,7 +163,40 @@ def render_face(identity: dict, rng: np.random.Generator, size: int = 112) -> np
     if rng.random() < 0.3:
         image = cv2.GaussianBlur(image, (3, 3), rng.uniform(0.3, 1.0))
     image = np.clip(image, 0, 255).astype(np.uint8)
-    return resize_square(image, size)
+
+    # where the drawing put the landmarks: pt() truncates to the 2x canvas, whose pixel u is
+    # at u / 2 - 0.25 in the 112 px image's pixel coordinates
+    def exact(x: float, y: float) -> tuple[float, float]:
+        return np.floor((cx + x) * s) / s - 0.25, np.floor((cy + y) * s) / s - 0.25
+
+    ey = p["eye_y"] - 4
+    points = np.array(
+        [
+            exact(-p["eye_dx"], ey),
+            exact(p["eye_dx"], ey),
+            exact(0, p["nose_len"]),
+            exact(-p["mouth_w"] / 2, p["mouth_y"]),
+            exact(p["mouth_w"] / 2, p["mouth_y"]),
+        ]
+    )
+    angles = np.linspace(0, 2 * np.pi, 48, endpoint=False)
+    oval = np.stack([cx + p["axes"][0] * np.cos(angles), cy + p["axes"][1] * np.sin(angles)], 1)
+    head = np.zeros((112, 112), np.float32)
+    reach = (p["axes"][0] + p["ears"] + 2, p["axes"][1] + 8)
+    cv2.ellipse(head, (56, 62), (int(reach[0]), int(reach[1])), 0, 0, 360, 1.0, -1)
+    head = cv2.warpAffine(head, matrix, (112, 112))
+    head = cv2.GaussianBlur(head, (5, 5), 1.0)
+    moved = lambda pts: pts @ matrix[:, :2].T + matrix[:, 2]  # noqa: E731
+    scale = size / 112
+    to_size = lambda pts: (pts + 0.5) * scale - 0.5  # noqa: E731  (cv2.resize's mapping)
+    corners = moved(oval)
+    box = np.concatenate([corners.min(0), corners.max(0)])
+    return RenderedFace(
+        image=resize_square(image, size),
+        landmarks=to_size(moved(points)).astype(np.float32),
+        box=((box + np.array([0.5, 0.5, 0.5, 0.5])) * scale).astype(np.float32),
+        mask=resize_square(head, size) if size != 112 else head,
+    )
 
 
 class SyntheticFaces(Dataset):

@@ -38,6 +38,12 @@ TINY = {
         ["data.synthetic_identities=8", "data.synthetic_images=2", "data.synthetic_val_identities=4",
          "data.synthetic_val_pairs=20", "data.batch_size=4", "model.embedding_size=32"],
     ),
+    "face-detection": (
+        "retinaface_r18_synthetic",
+        ["data.synthetic_train=8", "data.synthetic_val=2", "data.batch_size=2",
+         "data.image_size=64", "data.synthetic_min_side=64", "data.synthetic_max_side=80",
+         "model.fpn_channels=16", "model.test.pre_nms_top_k=300", "model.test.max_detections=50"],
+    ),
 }  # fmt: skip
 
 
@@ -66,6 +72,9 @@ def _predict(name: str, run):
     elif name == "detection":
         (result,) = module.Detector.from_checkpoint(run, device="cpu").predict(image)
         assert result["boxes"].shape[1:] == (4,)
+    elif name == "face-detection":
+        (result,) = module.FaceDetector.from_checkpoint(run, device="cpu").predict(image)
+        assert result["boxes"].shape[1:] == (4,) and result["landmarks"].shape[1:] == (5, 2)
     else:
         vectors = module.Embedder.from_checkpoint(run, device="cpu").embed([image, image])
         assert vectors.shape == (2, 32) and np.allclose(np.linalg.norm(vectors, axis=1), 1)
@@ -87,6 +96,12 @@ def _export(name: str, run, path) -> None:
         batch = (np.random.default_rng(1).random((2, 3, *size)) * 255).astype(np.float32)
         (report,) = export.check(model, path, [batch])
         assert report["same_count"] and report["same_labels"] and report["max_box_diff"] < 1e-2
+    elif name == "face-detection":
+        export.export(model, path)
+        batch = (np.random.default_rng(1).random((2, 3, 64, 80)) * 255).astype(np.float32)
+        (report,) = export.check(model, path, [batch])
+        assert report["same_count"] and report["max_box_diff"] < 1e-2
+        assert report["max_landmark_diff"] < 1e-2
     else:
         export.export(model, path, size=cfg.data.image_size)
         for report in export.check(model, path, size=cfg.data.image_size):
