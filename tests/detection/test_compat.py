@@ -283,7 +283,9 @@ def test_batched_group_nms_equals_torchvision_nms(edges_per_box, monkeypatch):
 def test_training_losses_equal_torchvision_when_every_anchor_and_proposal_is_sampled(v2):
     """Same weights, same images and boxes: the four training losses are torchvision's. Sampling
     is random in both, so every anchor and proposal is sampled (batch sizes above their counts).
-    v2's box head has BatchNorm: its batch statistics must come from the sampled RoIs alone."""
+    v2's box head has BatchNorm: its batch statistics must come from the sampled RoIs alone.
+    Losses differ by 1e-7 to 8e-7 between kernels (native, channels_last, one thread in ours);
+    a smooth-L1 beta 10% off (run once, v1) fails loss_box_reg."""
     torch.manual_seed(0)
     build = (
         torchvision.models.detection.fasterrcnn_resnet50_fpn_v2
@@ -314,11 +316,32 @@ def test_training_losses_equal_torchvision_when_every_anchor_and_proposal_is_sam
         wh = torch.rand(k, 2, generator=g) * 80 + 16
         targets.append({"boxes": torch.cat([xy, xy + wh], 1),
                         "labels": torch.randint(1, 91, (k,), generator=g)})  # fmt: skip
+    # The trunk and FPN normalize with their running statistics: batch statistics of 2 small
+    # images amplify rounding 100-fold through ResNet-50 (2e-4 relative at c5 between kernels,
+    # against 5e-6 in eval mode). The heads train, v2's box-head BatchNorm on the RoIs included.
     tv.train(), ours.train()
-    expected = tv([img / 255 for img in images], [dict(t) for t in targets])
+    tv.backbone.eval(), ours.backbone.eval()
+    # Which of the untrained RPN's nearly tied proposals survive the top-k cuts and NMS is
+    # decided by rounding (a proposal or two an image differ between kernels; with the trunk in
+    # training mode, flips cascaded through NMS to most of them), and the box-head losses follow
+    # the proposals: torchvision's RoI heads take ours, so both losses see the same ones (the
+    # proposals themselves are compared by the inference test)
+    propose, seen = ours.rpn.propose, {}
+
+    def record(*args, **kwargs):
+        seen["ours"] = propose(*args, **kwargs)
+        return seen["ours"]
+
+    def our_proposals(module, args, out):
+        boxes, _, valid, _ = seen["ours"]
+        return [b[v].detach() for b, v in zip(boxes, valid)], out[1]
+
+    ours.rpn.propose = record
+    tv.rpn.register_forward_hook(our_proposals)
     for impl in ("torchvision", "batched"):
         ours.cfg.nms_impl = impl
         got = ours(images, [dict(t) for t in targets])
+        expected = tv([img / 255 for img in images], [dict(t) for t in targets])
         assert set(got) == set(expected)
         for key in expected:
             torch.testing.assert_close(got[key], expected[key], rtol=2e-4, atol=1e-6, msg=key)
