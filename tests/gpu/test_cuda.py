@@ -92,7 +92,7 @@ def test_torchvision_fasterrcnn_state_dict_gives_the_same_detections_on_cuda(tmp
     from resvision.tasks.detection import DetectionTask
     from resvision.tasks.detection.config import PRESETS
 
-    from ..tasks.detection.test_compat import _randomized, assert_same_detections
+    from ..tasks.detection.test_compat import _randomized, assert_same_as_torchvision
 
     torch.backends.cudnn.deterministic = True
     ref = _randomized(False)
@@ -105,19 +105,7 @@ def test_torchvision_fasterrcnn_state_dict_gives_the_same_detections_on_cuda(tmp
     g = torch.Generator().manual_seed(2)
     images = [(torch.rand(3, 240, 320, generator=g) * 255).round().cuda(),
               (torch.rand(3, 301, 257, generator=g) * 255).round().cuda()]  # fmt: skip
-    with torch.no_grad():
-        expected = ref([img / 255 for img in images])
-        for impl in ("torchvision", "batched"):
-            ours.cfg.nms_impl = impl
-            got = ours(images)
-            for e, o in zip(expected, got):
-                assert len(e["boxes"]) > 10
-                assert_same_detections(
-                    {k: v.cpu() for k, v in e.items()},
-                    {k: v.cpu() for k, v in o.items()},
-                    box_tol=1e-2,
-                    score_tol=1e-3,
-                )
+    assert_same_as_torchvision(ref, ours, images)
 
 
 def test_partial_fc_on_cuda_with_sample_rate_one_is_the_full_softmax():
