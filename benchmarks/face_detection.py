@@ -1,7 +1,7 @@
 """``resvision benchmark face-detection``: our RetinaFace-R50 against the PyTorch port's.
 
 Everything is measured in one run on one machine, with the port's model re-implemented in
-``tests/face_detection/retinaface_reference.py`` (its module names, so its ``state_dict`` is a
+``tests/tasks/face_detection/retinaface_reference.py`` (its module names, so its ``state_dict`` is a
 ``Resnet50_Final.pth``) holding seeded random weights that ours loads:
 
 1. inference images/s, as each is used: the port's forward (one batch when the images share a
@@ -33,7 +33,7 @@ from resvision.tasks.table import format_table
 
 from .timing import best_of_rounds, device_name, items_per_second, sgd_train_step
 
-TESTS = Path(__file__).resolve().parents[1] / "tests" / "face_detection"
+TESTS = Path(__file__).resolve().parents[1] / "tests" / "tasks" / "face_detection"
 
 
 def _reference(name: str):
