@@ -5,9 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
-from torchvision.ops import nms
 
-from resvision.heads.nms import group_nms
 from resvision.tasks.detection import DetectionTask
 from resvision.tasks.detection.config import PRESETS
 from resvision.tasks.engine.config import apply_overrides
@@ -257,26 +255,6 @@ def test_torchvision_fasterrcnn_state_dict_gives_the_same_detections(v2, tmp_pat
     assert_same_as_torchvision(ref, ours, images)
 
 
-@pytest.mark.parametrize("edges_per_box", [64, 0], ids=["sparse", "dense"])
-def test_batched_group_nms_equals_torchvision_nms(edges_per_box, monkeypatch):
-    """Both fixed-point iterations (over the edge list of overlapping pairs, and over the dense
-    overlap matrix where the list would be too long) give torchvision's greedy NMS."""
-    monkeypatch.setattr("resvision.heads.nms._SPARSE_EDGES_PER_BOX", edges_per_box)
-    g = torch.Generator().manual_seed(0)
-    groups, k = 12, 150
-    xy = torch.rand(groups, k, 2, generator=g) * 100
-    wh = torch.rand(groups, k, 2, generator=g) * 40 + 1
-    boxes = torch.cat([xy, xy + wh], -1)
-    scores = torch.rand(groups, k, generator=g)
-    valid = torch.rand(groups, k, generator=g) > 0.2
-    for threshold in (0.3, 0.5, 0.7):
-        keep = group_nms(boxes, scores, valid, threshold)
-        for row in range(groups):
-            idx = valid[row].nonzero().squeeze(1)
-            expected = set(idx[nms(boxes[row, idx], scores[row, idx], threshold)].tolist())
-            assert set(keep[row].nonzero().squeeze(1).tolist()) == expected
-
-
 @pytest.mark.parametrize(
     "v2", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["v1", "v2"]
 )
@@ -345,34 +323,3 @@ def test_training_losses_equal_torchvision_when_every_anchor_and_proposal_is_sam
         assert set(got) == set(expected)
         for key in expected:
             torch.testing.assert_close(got[key], expected[key], rtol=2e-4, atol=1e-6, msg=key)
-
-
-def test_sync_free_sampler_follows_torchvision_counts():
-    from resvision.heads.detection.box_ops import sample_balanced as _sample
-
-    g = torch.Generator().manual_seed(0)
-    fg = torch.rand(4, 1000, generator=g) < torch.tensor([[0.001], [0.05], [0.3], [0.0]])
-    bg = ~fg & (torch.rand(4, 1000, generator=g) < torch.tensor([[0.9], [0.9], [0.1], [0.0]]))
-    pos, neg = _sample(fg, bg, 256, 0.5)
-    assert not (pos & ~fg).any() and not (neg & ~bg).any()
-    assert torch.equal(pos.sum(1), fg.sum(1).clamp(max=128))
-    assert torch.equal(neg.sum(1), torch.minimum(bg.sum(1), 256 - pos.sum(1)))
-    again, _ = _sample(fg, bg, 256, 0.5)
-    assert not torch.equal(pos, again)  # a random subset, not the first entries
-
-
-def test_batched_iou_is_bitwise_torchvision_box_iou():
-    from torchvision.ops import box_iou
-
-    from resvision.heads.nms import box_iou_batched
-
-    g = torch.Generator().manual_seed(0)
-    xy = (torch.rand(3, 300, 2, generator=g) * 200).round()  # integer corners: touching boxes
-    wh = (torch.rand(3, 300, 2, generator=g) * 60).round()  # and zero-area ones
-    boxes = torch.cat([xy, xy + wh], -1)
-    other = boxes.flip(1)[:, :200]
-    got = box_iou_batched(boxes, other)
-    assert torch.equal(
-        got.nan_to_num(-1),
-        torch.stack([box_iou(a, b) for a, b in zip(boxes, other)]).nan_to_num(-1),
-    )
