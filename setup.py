@@ -54,7 +54,9 @@ EXTRAS["dev"] = sorted(
 setup(
     name="resvision",
     version=VERSION,
-    description="Downstream vision tasks (detection, segmentation, face embeddings) on residual networks",
+    description=(
+        "Downstream vision tasks (detection, segmentation, face embeddings) on residual networks"
+    ),
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",

@@ -143,7 +143,8 @@ def set_activation_checkpointing(model: Backbone, stages: bool | Sequence[str] |
             if level not in names:
                 raise ValueError(
                     f"activation_checkpointing names {level!r}, which is not a stage with residual "
-                    f"blocks of {getattr(model, 'arch', type(model).__name__)}; choose from {names} "
+                    f"blocks of {getattr(model, 'arch', type(model).__name__)}; "
+                    f"choose from {names} "
                     "(or true for all)"
                 )
             if level not in blocks:

@@ -146,8 +146,17 @@ def worker(case: str, checkpointing: bool, batch: int, size, steps: int, device_
 
 def _child(case, checkpointing, batch, size, steps, device) -> dict:
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", case, str(int(checkpointing)),
-           str(batch), f"{size[0]}x{size[1]}", str(steps), device]  # fmt: skip
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        case,
+        str(int(checkpointing)),
+        str(batch),
+        f"{size[0]}x{size[1]}",
+        str(steps),
+        device,
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"{case} (checkpointing={checkpointing}) failed:\n{out.stderr[-3000:]}")
@@ -159,7 +168,8 @@ def _machine(device: str) -> str:
 
     if device.startswith("cuda"):
         return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} CPU"
+    cpu = platform.processor() or platform.machine()
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} CPU"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,8 +215,10 @@ def main(argv: list[str] | None = None) -> int:
         batch, size = sizes[case]
         row = {}
         for cp in (False, True):
-            print(f"{names[case]}, batch {batch} x {size[0]}x{size[1]}, checkpointing={cp} ...",
-                  flush=True)  # fmt: skip
+            print(
+                f"{names[case]}, batch {batch} x {size[0]}x{size[1]}, checkpointing={cp} ...",
+                flush=True,
+            )
             row[cp] = _child(case, cp, batch, size, args.steps, device)
             lines.append(
                 f"| {names[case]} | {batch} x {size[0]}x{size[1]} | {'on' if cp else 'off'} | "
@@ -215,8 +227,17 @@ def main(argv: list[str] | None = None) -> int:
         saved = 1 - row[True]["peak_mib"] / row[False]["peak_mib"]
         slower = row[True]["step_s"] / row[False]["step_s"] - 1
         verdict = "met" if saved >= 0.40 and slower <= 0.35 else "not met"
-        results.append({"case": case, "batch": batch, "size": size, "off": row[False],
-                        "on": row[True], "memory_saved": saved, "time_cost": slower})  # fmt: skip
+        results.append(
+            {
+                "case": case,
+                "batch": batch,
+                "size": size,
+                "off": row[False],
+                "on": row[True],
+                "memory_saved": saved,
+                "time_cost": slower,
+            }
+        )
         lines.append(
             f"| {names[case]}: {100 * saved:.0f}% less memory, {100 * slower:+.0f}% time "
             f"(target >= 40% for <= +35%: {verdict}) | | | | |"

@@ -33,8 +33,16 @@ def _shape_mask(rng: np.random.Generator, shape: str, size: int) -> np.ndarray:
     cx, cy = rng.uniform(r, size - r, 2)
     angle = rng.uniform(0, 2 * np.pi)
     if shape == "disc":
-        cv2.ellipse(mask, (round(cx), round(cy)), (round(r), round(r * rng.uniform(0.7, 1))),
-                    np.degrees(angle), 0, 360, 1, -1)  # fmt: skip
+        cv2.ellipse(
+            mask,
+            (round(cx), round(cy)),
+            (round(r), round(r * rng.uniform(0.7, 1))),
+            np.degrees(angle),
+            0,
+            360,
+            1,
+            -1,
+        )
     elif shape == "ring":
         cv2.circle(mask, (round(cx), round(cy)), round(r), 1, max(2, round(r / 3)))
     elif shape in ("square", "triangle"):

@@ -192,8 +192,13 @@ def plot(results: dict[str, list[BlockGradient]], path: str | os.PathLike, title
     ):
         for variant, rows in results.items():
             values = [max(getattr(b, field), 1e-30) for b in rows]
-            ax.plot(range(len(rows)), values, label=variant, marker="o" if len(rows) < 60 else None,
-                    markersize=3)  # fmt: skip
+            ax.plot(
+                range(len(rows)),
+                values,
+                label=variant,
+                marker="o" if len(rows) < 60 else None,
+                markersize=3,
+            )
         ax.set_yscale("log")
         ax.set_xlabel("block (input side -> output side)")
         ax.set_title(label, fontsize=10)

@@ -7,8 +7,20 @@ from resvision.tools.cli import main
 
 
 def test_segmentation_benchmark_times_the_same_function_as_smp(capsys):
-    argv = ["benchmark", "segmentation", "--backbone", "resnet18", "--batch", "1", "--size", "64",
-            "--steps", "1", "--device", "cpu"]  # fmt: skip
+    argv = [
+        "benchmark",
+        "segmentation",
+        "--backbone",
+        "resnet18",
+        "--batch",
+        "1",
+        "--size",
+        "64",
+        "--steps",
+        "1",
+        "--device",
+        "cpu",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "resvision unet-resnet18 default" in out and "smp naive fp32" in out
@@ -16,8 +28,23 @@ def test_segmentation_benchmark_times_the_same_function_as_smp(capsys):
 
 
 def test_detection_benchmark_evaluates_as_pycocotools(capsys):
-    argv = ["benchmark", "detection", "--device", "cpu", "--batch", "1", "--size", "128", "192",
-            "--steps", "1", "--eval-images", "40", "--dataset-images", "300"]  # fmt: skip
+    argv = [
+        "benchmark",
+        "detection",
+        "--device",
+        "cpu",
+        "--batch",
+        "1",
+        "--size",
+        "128",
+        "192",
+        "--steps",
+        "1",
+        "--eval-images",
+        "40",
+        "--dataset-images",
+        "300",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "torchvision fasterrcnn_resnet50_fpn" in out and "resvision DetectionDataset" in out
@@ -26,8 +53,24 @@ def test_detection_benchmark_evaluates_as_pycocotools(capsys):
 
 
 def test_face_benchmark_verification_is_identical_to_the_loop(capsys):
-    argv = ["benchmark", "face", "--device", "cpu", "--backbone", "iresnet18", "--batch", "2",
-            "--classes", "50", "--size", "112", "--steps", "1", "--pairs", "600"]  # fmt: skip
+    argv = [
+        "benchmark",
+        "face",
+        "--device",
+        "cpu",
+        "--backbone",
+        "iresnet18",
+        "--batch",
+        "2",
+        "--classes",
+        "50",
+        "--size",
+        "112",
+        "--steps",
+        "1",
+        "--pairs",
+        "600",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "arcface_torch way" in out

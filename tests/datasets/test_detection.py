@@ -20,15 +20,56 @@ from resvision.datasets.transforms import DetTrainTransform
 
 def _coco(tmp_path, images=None, annotations=None, categories=None):
     data = {
-        "images": images if images is not None else [{"id": 0, "file_name": "a.png", "height": 40, "width": 60}, {"id": 1, "file_name": "b.png", "height": 50, "width": 30}],
-        "annotations": annotations if annotations is not None else [
-            {"id": 0, "image_id": 0, "category_id": 1, "bbox": [5, 5, 20, 10], "area": 200, "iscrowd": 0},
-            {"id": 1, "image_id": 0, "category_id": 2, "bbox": [50, 30, 30, 30], "area": 900, "iscrowd": 0},  # sticks out: clipped
-            {"id": 2, "image_id": 0, "category_id": 1, "bbox": [10, 10, 0.5, 8], "area": 4, "iscrowd": 0},  # degenerate
-            {"id": 3, "image_id": 0, "category_id": 2, "bbox": [0, 0, 60, 40], "area": 2400, "iscrowd": 1},
+        "images": images
+        if images is not None
+        else [
+            {"id": 0, "file_name": "a.png", "height": 40, "width": 60},
+            {"id": 1, "file_name": "b.png", "height": 50, "width": 30},
         ],
-        "categories": categories if categories is not None else [{"id": 0, "name": "_background_"}, {"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}],
-    }  # fmt: skip
+        "annotations": annotations
+        if annotations is not None
+        else [
+            {
+                "id": 0,
+                "image_id": 0,
+                "category_id": 1,
+                "bbox": [5, 5, 20, 10],
+                "area": 200,
+                "iscrowd": 0,
+            },
+            {
+                "id": 1,
+                "image_id": 0,
+                "category_id": 2,
+                "bbox": [50, 30, 30, 30],
+                "area": 900,
+                "iscrowd": 0,
+            },  # sticks out: clipped
+            {
+                "id": 2,
+                "image_id": 0,
+                "category_id": 1,
+                "bbox": [10, 10, 0.5, 8],
+                "area": 4,
+                "iscrowd": 0,
+            },  # degenerate
+            {
+                "id": 3,
+                "image_id": 0,
+                "category_id": 2,
+                "bbox": [0, 0, 60, 40],
+                "area": 2400,
+                "iscrowd": 1,
+            },
+        ],
+        "categories": categories
+        if categories is not None
+        else [
+            {"id": 0, "name": "_background_"},
+            {"id": 1, "name": "cat"},
+            {"id": 2, "name": "dog"},
+        ],
+    }
     path = tmp_path / "ann.json"
     path.write_text(json.dumps(data))
     for im in data["images"]:

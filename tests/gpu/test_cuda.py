@@ -97,14 +97,21 @@ def test_torchvision_fasterrcnn_state_dict_gives_the_same_detections_on_cuda(tmp
     torch.backends.cudnn.deterministic = True
     ref = _randomized(False)
     torch.save(ref.state_dict(), tmp_path / "tv.pth")
-    overrides = [f"model.weights={tmp_path / 'tv.pth'}", "model.test.min_size=256", "model.test.max_size=384",
-                 "model.norm=bn", "model.roi_heads.detections_per_img=1000"]  # fmt: skip
+    overrides = [
+        f"model.weights={tmp_path / 'tv.pth'}",
+        "model.test.min_size=256",
+        "model.test.max_size=384",
+        "model.norm=bn",
+        "model.roi_heads.detections_per_img=1000",
+    ]
     cfg = apply_overrides(PRESETS["fasterrcnn_resnet50_fpn_torchvision"](), overrides)
     ours = DetectionTask().build_model(cfg).eval().cuda()
     ref = ref.cuda()
     g = torch.Generator().manual_seed(2)
-    images = [(torch.rand(3, 240, 320, generator=g) * 255).round().cuda(),
-              (torch.rand(3, 301, 257, generator=g) * 255).round().cuda()]  # fmt: skip
+    images = [
+        (torch.rand(3, 240, 320, generator=g) * 255).round().cuda(),
+        (torch.rand(3, 301, 257, generator=g) * 255).round().cuda(),
+    ]
     assert_same_as_torchvision(ref, ours, images)
 
 
@@ -130,21 +137,39 @@ def _task_and_preset(task: str):
         from resvision.tasks.segmentation.config import PRESETS
         from resvision.tasks.segmentation.task import SegmentationTask
 
-        return SegmentationTask(), PRESETS["unet_r18_synthetic"](), [
-            "data.synthetic_train=16", "data.synthetic_val=4", "data.synthetic_size=64",
-            "data.crop_size=[64,64]", "data.batch_size=4"]  # fmt: skip
+        return (
+            SegmentationTask(),
+            PRESETS["unet_r18_synthetic"](),
+            [
+                "data.synthetic_train=16",
+                "data.synthetic_val=4",
+                "data.synthetic_size=64",
+                "data.crop_size=[64,64]",
+                "data.batch_size=4",
+            ],
+        )
     if task == "detection":
         from resvision.tasks.detection import DetectionTask
         from resvision.tasks.detection.config import PRESETS
 
-        return DetectionTask(), PRESETS["faster_rcnn_r18_fpn_synthetic"](), [
-            "data.synthetic_train=16", "data.synthetic_val=4"]  # fmt: skip
+        return (
+            DetectionTask(),
+            PRESETS["faster_rcnn_r18_fpn_synthetic"](),
+            ["data.synthetic_train=16", "data.synthetic_val=4"],
+        )
     from resvision.tasks.face import FaceTask
     from resvision.tasks.face.config import PRESETS
 
-    return FaceTask(), PRESETS["iresnet18_synthetic"](), [
-        "data.synthetic_identities=20", "data.synthetic_images=4", "data.synthetic_val_identities=10",
-        "data.synthetic_val_pairs=40"]  # fmt: skip
+    return (
+        FaceTask(),
+        PRESETS["iresnet18_synthetic"](),
+        [
+            "data.synthetic_identities=20",
+            "data.synthetic_images=4",
+            "data.synthetic_val_identities=10",
+            "data.synthetic_val_pairs=40",
+        ],
+    )
 
 
 @pytest.mark.parametrize("amp", ["fp16", "bf16"])
@@ -153,9 +178,17 @@ def test_each_task_trains_checkpoints_and_resumes_on_cuda(task, amp, tmp_path):
     """A few steps on the GPU under autocast + channels_last: finite losses, no skipped steps,
     a checkpoint whose scaler state comes back on resume, and evaluation metrics at the end."""
     t, preset, data = _task_and_preset(task)
-    common = [*data, "runtime.device=cuda", f"runtime.amp={amp}", "runtime.channels_last=true",
-              "runtime.tensorboard=false", "runtime.progress=false", "runtime.eval_period=6",
-              "runtime.checkpoint_period=3", "schedule.warmup_iterations=2"]  # fmt: skip
+    common = [
+        *data,
+        "runtime.device=cuda",
+        f"runtime.amp={amp}",
+        "runtime.channels_last=true",
+        "runtime.tensorboard=false",
+        "runtime.progress=false",
+        "runtime.eval_period=6",
+        "runtime.checkpoint_period=3",
+        "schedule.warmup_iterations=2",
+    ]
     cfg = apply_overrides(
         preset, [*common, f"runtime.output_dir={tmp_path}", "schedule.iterations=3"]
     )

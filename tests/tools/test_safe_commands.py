@@ -23,21 +23,40 @@ from resvision.tools.tasks import get_task
 TINY = {
     "segmentation": (
         "unet_r18_synthetic",
-        ["data.synthetic_train=8", "data.synthetic_val=2", "data.batch_size=4",
-         "data.synthetic_size=64", "data.crop_size=[64,64]", "model.unet_channels=[32,24,16,12,8]"],
+        [
+            "data.synthetic_train=8",
+            "data.synthetic_val=2",
+            "data.batch_size=4",
+            "data.synthetic_size=64",
+            "data.crop_size=[64,64]",
+            "model.unet_channels=[32,24,16,12,8]",
+        ],
     ),
     "detection": (
         "faster_rcnn_r18_fpn_synthetic",
-        ["data.synthetic_train=8", "data.synthetic_val=2", "data.batch_size=2",
-         "data.train_sizes=[96]", "data.max_size=128", "model.test.min_size=96",
-         "model.test.max_size=128", "model.fpn_channels=32"],
+        [
+            "data.synthetic_train=8",
+            "data.synthetic_val=2",
+            "data.batch_size=2",
+            "data.train_sizes=[96]",
+            "data.max_size=128",
+            "model.test.min_size=96",
+            "model.test.max_size=128",
+            "model.fpn_channels=32",
+        ],
     ),
     "face": (
         "iresnet18_synthetic",
-        ["data.synthetic_identities=8", "data.synthetic_images=2", "data.synthetic_val_identities=4",
-         "data.synthetic_val_pairs=20", "data.batch_size=4", "model.embedding_size=32"],
+        [
+            "data.synthetic_identities=8",
+            "data.synthetic_images=2",
+            "data.synthetic_val_identities=4",
+            "data.synthetic_val_pairs=20",
+            "data.batch_size=4",
+            "model.embedding_size=32",
+        ],
     ),
-}  # fmt: skip
+}
 
 
 def _run(tmp_path_factory, name: str) -> Path:
@@ -195,7 +214,20 @@ def test_an_unreadable_image_is_skipped_and_named(
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "a.png").write_bytes(b"junk")
-    assert main(["predict", task, str(bad), "--checkpoint", str(run), "--out", str(tmp_path / ("b.npz" if task == "face" else "b"))]) == 1  # fmt: skip
+    assert (
+        main(
+            [
+                "predict",
+                task,
+                str(bad),
+                "--checkpoint",
+                str(run),
+                "--out",
+                str(tmp_path / ("b.npz" if task == "face" else "b")),
+            ]
+        )
+        == 1
+    )
 
 
 # -- 5. COCO evaluation equals pycocotools on the json as given -------------------------------
@@ -228,16 +260,25 @@ def test_boxes_past_the_edge_and_tiny_boxes_score_as_pycocotools_scores_them(bac
     gt = {
         "images": [{"id": 1, "file_name": "a.jpg", "height": 480, "width": 640}],
         "annotations": [
-            {"id": i + 1, "image_id": 1, "category_id": 1, "bbox": b, "area": b[2] * b[3], "iscrowd": 0}
+            {
+                "id": i + 1,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": b,
+                "area": b[2] * b[3],
+                "iscrowd": 0,
+            }
             for i, b in enumerate(boxes)
         ],
         "categories": [{"id": 1, "name": "thing"}],
-    }  # fmt: skip
+    }
     (tmp_path / "gt.json").write_text(json.dumps(gt))
     rows = np.array([[1, *b, 0.9, 1] for b in boxes], np.float64)
     ours = _ours(tmp_path / "gt.json", rows, backend)
     assert ours["AP"] == pytest.approx(1.0) and ours["AR100"] == pytest.approx(1.0)
-    np.testing.assert_allclose([ours[k] for k in METRICS], _pycocotools_stats(tmp_path / "gt.json", rows), atol=1e-12)  # fmt: skip
+    np.testing.assert_allclose(
+        [ours[k] for k in METRICS], _pycocotools_stats(tmp_path / "gt.json", rows), atol=1e-12
+    )
 
 
 def test_generated_set_with_edge_tiny_and_crowd_boxes_equals_pycocotools(tmp_path):
@@ -252,10 +293,28 @@ def test_generated_set_with_edge_tiny_and_crowd_boxes_equals_pycocotools(tmp_pat
             x, y = rng.uniform(-20, w), rng.uniform(-20, h)
             bw, bh = rng.choice([rng.uniform(0.2, 2), rng.uniform(5, 150)], 2)
             crowd = int(rng.random() < 0.1)
-            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": int(rng.integers(1, 4)),
-                         "bbox": [x, y, bw, bh], "area": bw * bh * 0.8, "iscrowd": crowd})  # fmt: skip
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": int(rng.integers(1, 4)),
+                    "bbox": [x, y, bw, bh],
+                    "area": bw * bh * 0.8,
+                    "iscrowd": crowd,
+                }
+            )
             jitter = rng.normal(0, 2, 4) * [1, 1, 0.1, 0.1]
-            rows.append([i, x + jitter[0], y + jitter[1], bw + jitter[2], bh + jitter[3], rng.random(), anns[-1]["category_id"]])  # fmt: skip
+            rows.append(
+                [
+                    i,
+                    x + jitter[0],
+                    y + jitter[1],
+                    bw + jitter[2],
+                    bh + jitter[3],
+                    rng.random(),
+                    anns[-1]["category_id"],
+                ]
+            )
         for _ in range(3):
             rows.append([i, *rng.uniform(0, 150, 4), rng.random() * 0.5, int(rng.integers(1, 4))])
     cats = [{"id": c, "name": f"c{c}"} for c in (1, 2, 3)]
@@ -264,7 +323,9 @@ def test_generated_set_with_edge_tiny_and_crowd_boxes_equals_pycocotools(tmp_pat
     )
     rows = np.array(rows)
     ours = _ours(tmp_path / "gt.json", rows, "faster_coco_eval")
-    np.testing.assert_allclose([ours[k] for k in METRICS], _pycocotools_stats(tmp_path / "gt.json", rows), atol=1e-9)  # fmt: skip
+    np.testing.assert_allclose(
+        [ours[k] for k in METRICS], _pycocotools_stats(tmp_path / "gt.json", rows), atol=1e-9
+    )
 
 
 # -- 6. the best score in last.pt is always current --------------------------------------------
@@ -278,9 +339,13 @@ def test_last_checkpoint_holds_the_best_score_of_its_own_iteration(tmp_path):
 
     cfg = apply_overrides(
         ToyTask().presets()["toy"](),
-        ["schedule.iterations=4", "runtime.eval_period=4", "runtime.checkpoint_period=4",
-         f"runtime.output_dir={tmp_path}"],
-    )  # fmt: skip
+        [
+            "schedule.iterations=4",
+            "runtime.eval_period=4",
+            "runtime.checkpoint_period=4",
+            f"runtime.output_dir={tmp_path}",
+        ],
+    )
     train(ToyTask(), cfg)
     last, best = load_checkpoint(tmp_path / "last.pt"), load_checkpoint(tmp_path / "best.pt")
     assert last["progress"]["best_iteration"] == 4 == best["progress"]["best_iteration"]
@@ -313,11 +378,39 @@ def test_unwritable_outputs_and_typos_are_one_line_errors(
 ):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    assert main(["predict", "segmentation", str(photos), "--checkpoint", str(seg_run), "--out", str(blocker / "sub")]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "predict",
+                "segmentation",
+                str(photos),
+                "--checkpoint",
+                str(seg_run),
+                "--out",
+                str(blocker / "sub"),
+            ]
+        )
+        == 2
+    )
     assert "a_file" in capsys.readouterr().err
     assert main(["train", "segmentation", "--output-dir", str(blocker / "run")]) == 2
     assert "a_file" in capsys.readouterr().err
-    assert main(["predict", "segmentation", str(photos), "--checkpoint", str(seg_run), "--out", str(tmp_path / "o"), "--device", "gpu"]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "predict",
+                "segmentation",
+                str(photos),
+                "--checkpoint",
+                str(seg_run),
+                "--out",
+                str(tmp_path / "o"),
+                "--device",
+                "gpu",
+            ]
+        )
+        == 2
+    )
     assert "'gpu' is not a device" in capsys.readouterr().err
     assert main(["face", "cluster", str(photos / "img.jpg")]) == 2
     assert "not an embedding file" in capsys.readouterr().err
@@ -328,7 +421,20 @@ def test_unwritable_outputs_and_typos_are_one_line_errors(
         assert "garbage.pt" in err and "corrupt" in err and "weights_only" not in err
     # a single file is an input like a folder
     one = tmp_path / "one.npz"
-    assert main(["face", "embed", str(photos / "img.jpg"), "--checkpoint", str(face_run), "--out", str(one)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "face",
+                "embed",
+                str(photos / "img.jpg"),
+                "--checkpoint",
+                str(face_run),
+                "--out",
+                str(one),
+            ]
+        )
+        == 0
+    )
     assert list(np.load(one)["names"]) == ["img.jpg"]
 
 
@@ -373,10 +479,18 @@ def test_progress_prints_periodic_lines_without_a_terminal(capsys):
 # -- 12, 16. help and --print-config are quick (no torch), defaults shown once ----------------
 @pytest.mark.parametrize(
     "argv",
-    [["--help"], ["predict", "segmentation", "--help"], ["train", "--help"], ["face", "embed", "--help"],
-     ["export", "detection", "--help"], ["demo", "--help"], ["benchmark", "--help"],
-     ["train", "segmentation", "--print-config"], ["depth", "--help"]],
-)  # fmt: skip
+    [
+        ["--help"],
+        ["predict", "segmentation", "--help"],
+        ["train", "--help"],
+        ["face", "embed", "--help"],
+        ["export", "detection", "--help"],
+        ["demo", "--help"],
+        ["benchmark", "--help"],
+        ["train", "segmentation", "--print-config"],
+        ["depth", "--help"],
+    ],
+)
 def test_help_imports_no_torch_and_shows_defaults_once(argv):
     code = (
         "import sys\nfrom resvision.tools.cli import main\n"
@@ -408,8 +522,17 @@ def test_coco_evaluation_needs_only_the_validation_json(det_run, voc_sample, cap
     """The run trained on synthetic shapes; evaluating it on a COCO json names no training
     data (before: "data.source=coco needs data.train_json")."""
     ann = voc_sample / "instances_coco.json"
-    argv = ["eval", "detection", "--checkpoint", str(det_run), "--set", "data.source=coco",
-            "data.train_json=", "data.train_images=", f"data.val_json={ann}"]  # fmt: skip
+    argv = [
+        "eval",
+        "detection",
+        "--checkpoint",
+        str(det_run),
+        "--set",
+        "data.source=coco",
+        "data.train_json=",
+        "data.train_images=",
+        f"data.val_json={ann}",
+    ]
     assert main(argv) == 0, capsys.readouterr().err
     assert "AP50:" in capsys.readouterr().out
 

@@ -38,8 +38,15 @@ def test_degradation_command_trains_plain_and_residual_nets_and_writes_curves(tm
 
 
 def test_same_recipe_and_seed_give_the_same_curve():
-    cfg = D.DegradationConfig(depths=(20,), iterations=2, batch_size=4, num_train=8, num_val=4,
-                              warmup_iterations=1, size=16)  # fmt: skip
+    cfg = D.DegradationConfig(
+        depths=(20,),
+        iterations=2,
+        batch_size=4,
+        num_train=8,
+        num_val=4,
+        warmup_iterations=1,
+        size=16,
+    )
     data = D.SyntheticClassification(8, size=16, seed=0).tensors()
     val = D.SyntheticClassification(4, size=16, seed=1).tensors()
     a = D.train_one(20, True, data, val, cfg)

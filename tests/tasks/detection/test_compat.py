@@ -198,16 +198,22 @@ def assert_same_as_torchvision(ref, ours, images: list[torch.Tensor]) -> None:
                     assert len(e["boxes"]) > 10  # the comparison is not vacuous
                     tv_boxes, tv_scores = seen["torchvision"][0][i], seen["torchvision"][1][i]
                     assert_same_detections(  # proposals, in the resized image (one label)
-                        {"boxes": tv_boxes.cpu(), "scores": tv_scores.cpu(),
-                         "labels": torch.zeros(len(tv_scores))},
-                        {"boxes": boxes[i][valid[i]].cpu(), "scores": scores[i][valid[i]].cpu(),
-                         "labels": torch.zeros(int(valid[i].sum()))},
+                        {
+                            "boxes": tv_boxes.cpu(),
+                            "scores": tv_scores.cpu(),
+                            "labels": torch.zeros(len(tv_scores)),
+                        },
+                        {
+                            "boxes": boxes[i][valid[i]].cpu(),
+                            "scores": scores[i][valid[i]].cpu(),
+                            "labels": torch.zeros(int(valid[i].sum())),
+                        },
                         score_thresh=rpn.score_thresh,
                         nms_thresh=rpn.nms_thresh,
                         top_k=rpn.post_nms_top_n(),
                         cuts=seen["cuts"][i],
                         what="proposals",
-                    )  # fmt: skip
+                    )
                     assert_same_detections(
                         {k: v.cpu() for k, v in e.items()},
                         {k: v.cpu() for k, v in o.items()},
@@ -277,23 +283,35 @@ def test_training_losses_equal_torchvision_when_every_anchor_and_proposal_is_sam
     tv.rpn._pre_nms_top_n["training"], tv.rpn._post_nms_top_n["training"] = 600, 300
     cfg = apply_overrides(
         PRESETS[f"fasterrcnn_resnet50_fpn{'_v2' if v2 else ''}_torchvision"](),
-        ["model.norm=bn", "model.weights=none", "model.frozen_stages=0", f"model.rpn.batch_size_per_image={everything}",
-         f"model.roi_heads.batch_size_per_image={everything}", "model.rpn.pre_nms_top_n_train=600",
-         "model.rpn.post_nms_top_n_train=300"],
-    )  # fmt: skip
+        [
+            "model.norm=bn",
+            "model.weights=none",
+            "model.frozen_stages=0",
+            f"model.rpn.batch_size_per_image={everything}",
+            f"model.roi_heads.batch_size_per_image={everything}",
+            "model.rpn.pre_nms_top_n_train=600",
+            "model.rpn.post_nms_top_n_train=300",
+        ],
+    )
     ours = DetectionTask().build_model(cfg)
     ours.load_state_dict(tv.state_dict())
     g = torch.Generator().manual_seed(3)
     # both sizes are left unchanged by torchvision's training resize (scale factor 1)
-    images = [(torch.rand(3, 256, 320, generator=g) * 255).round(),
-              (torch.rand(3, 200, 320, generator=g) * 255).round()]  # fmt: skip
+    images = [
+        (torch.rand(3, 256, 320, generator=g) * 255).round(),
+        (torch.rand(3, 200, 320, generator=g) * 255).round(),
+    ]
     targets = []
     for img, k in zip(images, (5, 3)):
         h, w = img.shape[-2:]
         xy = torch.rand(k, 2, generator=g) * torch.tensor([w * 0.6, h * 0.6])
         wh = torch.rand(k, 2, generator=g) * 80 + 16
-        targets.append({"boxes": torch.cat([xy, xy + wh], 1),
-                        "labels": torch.randint(1, 91, (k,), generator=g)})  # fmt: skip
+        targets.append(
+            {
+                "boxes": torch.cat([xy, xy + wh], 1),
+                "labels": torch.randint(1, 91, (k,), generator=g),
+            }
+        )
     # The trunk and FPN normalize with their running statistics: batch statistics of 2 small
     # images amplify rounding 100-fold through ResNet-50 (2e-4 relative at c5 between kernels,
     # against 5e-6 in eval mode). The heads train, v2's box-head BatchNorm on the RoIs included.

@@ -21,12 +21,25 @@ def test_fits_the_three_voc_photos(voc_sample, tmp_path):
     ann = voc_sample / "instances_coco.json"
     cfg = apply_overrides(
         PRESETS["faster_rcnn_r18_fpn_synthetic"](),
-        ["data.source=coco", f"data.train_json={ann}", f"data.val_json={ann}", "data.train_sizes=[224,256]",
-         "data.max_size=352", "data.batch_size=3", "model.test.min_size=256", "model.test.max_size=352",
-         "schedule.iterations=130", "schedule.policy=constant", "schedule.warmup_iterations=20",
-         "optim.reference_batch_size=3", "runtime.eval_period=130", "runtime.checkpoint_period=130",
-         "runtime.tensorboard=false", f"runtime.output_dir={tmp_path}"],
-    )  # fmt: skip
+        [
+            "data.source=coco",
+            f"data.train_json={ann}",
+            f"data.val_json={ann}",
+            "data.train_sizes=[224,256]",
+            "data.max_size=352",
+            "data.batch_size=3",
+            "model.test.min_size=256",
+            "model.test.max_size=352",
+            "schedule.iterations=130",
+            "schedule.policy=constant",
+            "schedule.warmup_iterations=20",
+            "optim.reference_batch_size=3",
+            "runtime.eval_period=130",
+            "runtime.checkpoint_period=130",
+            "runtime.tensorboard=false",
+            f"runtime.output_dir={tmp_path}",
+        ],
+    )
     result = train(DetectionTask(), cfg)
     assert result.metrics["val/AP50"] >= 0.9, result.metrics
     predictions = json.loads((tmp_path / "eval" / "predictions.json").read_text())
@@ -36,8 +49,19 @@ def test_fits_the_three_voc_photos(voc_sample, tmp_path):
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("det_run")
-    argv = ["train", "detection", "--output-dir", str(out), "--set", "schedule.iterations=60", "schedule.warmup_iterations=10",
-            "data.synthetic_train=120", "data.synthetic_val=24", "runtime.eval_period=20", "runtime.tensorboard=false"]  # fmt: skip
+    argv = [
+        "train",
+        "detection",
+        "--output-dir",
+        str(out),
+        "--set",
+        "schedule.iterations=60",
+        "schedule.warmup_iterations=10",
+        "data.synthetic_train=120",
+        "data.synthetic_val=24",
+        "runtime.eval_period=20",
+        "runtime.tensorboard=false",
+    ]
     assert main(argv) == 0
     return out
 

@@ -32,6 +32,7 @@ def run_toy(*args: str, check: bool = True, timeout: float = 300) -> subprocess.
     )
     if check and result.returncode != 0:
         raise AssertionError(
-            f"toy task failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            f"toy task failed ({result.returncode}):\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         )
     return result

@@ -15,9 +15,17 @@ from .toy_task import ToyConfig, ToyTask
 def test_overrides_are_parsed_by_field_type():
     cfg = apply_overrides(
         ToyConfig(),
-        ["optim.lr=1e-3", "data.batch_size=4", "runtime.amp=off", "runtime.deterministic=yes",
-         "schedule.steps=100,200", "optim.clip_grad_norm=none", "optim.betas=[0.8, 0.9]", "model.backbone=resnet34"],
-    )  # fmt: skip
+        [
+            "optim.lr=1e-3",
+            "data.batch_size=4",
+            "runtime.amp=off",
+            "runtime.deterministic=yes",
+            "schedule.steps=100,200",
+            "optim.clip_grad_norm=none",
+            "optim.betas=[0.8, 0.9]",
+            "model.backbone=resnet34",
+        ],
+    )
     assert cfg.optim.lr == 0.001 and cfg.data.batch_size == 4 and cfg.runtime.amp == "off"
     assert cfg.runtime.deterministic is True and cfg.schedule.steps == (100, 200)
     assert cfg.optim.clip_grad_norm is None and cfg.optim.betas == (0.8, 0.9)
@@ -59,8 +67,21 @@ def test_train_command_resolves_preset_config_sets_and_flags(tmp_path, capsys):
     (tmp_path / "run.yaml").write_text(
         yaml.safe_dump({"optim": {"lr": 0.5}, "data": {"batch_size": 2}})
     )
-    argv = ["train", "toy", "--config", str(tmp_path / "run.yaml"), "--set", "data.batch_size=3",
-            "--amp", "bf16", "--seed", "7", "--data.num_train", "40", "--print-config"]  # fmt: skip
+    argv = [
+        "train",
+        "toy",
+        "--config",
+        str(tmp_path / "run.yaml"),
+        "--set",
+        "data.batch_size=3",
+        "--amp",
+        "bf16",
+        "--seed",
+        "7",
+        "--data.num_train",
+        "40",
+        "--print-config",
+    ]
     assert main(argv, tasks=tasks) == 0
     cfg = yaml.safe_load(capsys.readouterr().out)
     assert (

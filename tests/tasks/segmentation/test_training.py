@@ -20,13 +20,29 @@ def test_fits_the_three_voc_photos(voc_sample, tmp_path):
     """A U-Net from scratch fits the 3 VOC photos (void border ignored) to mIoU >= 0.8."""
     cfg = apply_overrides(
         PRESETS["unet_r18_synthetic"](),
-        ["data.source=voc", f"data.root={voc_sample}", "data.val_split=train", "data.scale=[176,132]",
-         "data.ratio_range=[0.9,1.1]", "data.crop_size=[132,176]", "data.photometric=false", "data.batch_size=3",
-         "inference.test_size=[176,132]", "schedule.iterations=300", "schedule.warmup_iterations=10",
-         "optim.lr=3e-3", "optim.reference_batch_size=3", "loss.dice=1.0", "model.unet_channels=[64,48,32,24,16]",
-         "runtime.eval_period=300", "runtime.checkpoint_period=300", "runtime.log_period=50",
-         "runtime.tensorboard=false", f"runtime.output_dir={tmp_path}"],
-    )  # fmt: skip
+        [
+            "data.source=voc",
+            f"data.root={voc_sample}",
+            "data.val_split=train",
+            "data.scale=[176,132]",
+            "data.ratio_range=[0.9,1.1]",
+            "data.crop_size=[132,176]",
+            "data.photometric=false",
+            "data.batch_size=3",
+            "inference.test_size=[176,132]",
+            "schedule.iterations=300",
+            "schedule.warmup_iterations=10",
+            "optim.lr=3e-3",
+            "optim.reference_batch_size=3",
+            "loss.dice=1.0",
+            "model.unet_channels=[64,48,32,24,16]",
+            "runtime.eval_period=300",
+            "runtime.checkpoint_period=300",
+            "runtime.log_period=50",
+            "runtime.tensorboard=false",
+            f"runtime.output_dir={tmp_path}",
+        ],
+    )
     result = train(SegmentationTask(), cfg)
     present = {k for k in result.metrics if k.startswith("val/IoU/")}
     assert present == {
@@ -39,9 +55,23 @@ def test_fits_the_three_voc_photos(voc_sample, tmp_path):
 def trained_run(tmp_path_factory):
     """A DeepLabV3+ trained for a few iterations on synthetic data (the CLI tests use it)."""
     out = tmp_path_factory.mktemp("seg_run")
-    argv = ["train", "segmentation", "--preset", "deeplabv3plus_r18_synthetic", "--output-dir", str(out),
-            "--set", "schedule.iterations=6", "data.synthetic_train=16", "data.synthetic_val=4", "data.batch_size=4",
-            "data.synthetic_size=64", "data.crop_size=[64,64]", "runtime.eval_period=6", "runtime.tensorboard=false"]  # fmt: skip
+    argv = [
+        "train",
+        "segmentation",
+        "--preset",
+        "deeplabv3plus_r18_synthetic",
+        "--output-dir",
+        str(out),
+        "--set",
+        "schedule.iterations=6",
+        "data.synthetic_train=16",
+        "data.synthetic_val=4",
+        "data.batch_size=4",
+        "data.synthetic_size=64",
+        "data.crop_size=[64,64]",
+        "runtime.eval_period=6",
+        "runtime.tensorboard=false",
+    ]
     assert main(argv) == 0
     return out
 
