@@ -1,8 +1,8 @@
 """Activation checkpointing: peak activation memory and step time of a training step.
 
-    python benchmarks/depth.py                      # the sizes of the issue (a GPU's job)
-    python benchmarks/depth.py --cpu-sizes          # what the 2-core CPU box can run
-    python benchmarks/depth.py --cases deeplab --deeplab-batch 2 --deeplab-size 256
+    resvision benchmark depth                       # the sizes of the issue (a GPU's job)
+    resvision benchmark depth --cpu-sizes           # what the 2-core CPU box can run
+    resvision benchmark depth --cases deeplab --deeplab-batch 2 --deeplab-size 256
 
 For each model (DeepLabV3+ and Faster R-CNN on ResNet-101) and each setting (without and with
 ``activation_checkpointing=True``), one fresh process builds the model, runs one warm-up
@@ -79,30 +79,35 @@ def _build(case: str, checkpointing: bool, batch: int, size: tuple[int, int], de
     import torch
     import torch.nn.functional as F
 
-    from resvision.backbones import BackboneConfig
-
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     if case == "deeplab":
-        from resvision.heads.segmentation import SegHeadConfig, build_segmentation_model
+        from resvision.heads.segmentation import SegModelConfig, build_segmentation_model
 
         def criterion(logits, target):
             return {"loss_ce": F.cross_entropy(logits, target, ignore_index=255)}
 
-        model = build_segmentation_model(
-            BackboneConfig("resnet101", output_stride=8, activation_checkpointing=checkpointing),
-            SegHeadConfig(arch="deeplabv3plus", num_classes=21),
-            criterion,
+        cfg = SegModelConfig(
+            backbone="resnet101",
+            output_stride=8,
+            activation_checkpointing=checkpointing,
+            arch="deeplabv3plus",
+            num_classes=21,
         )
+        model = build_segmentation_model(cfg, criterion)
         images = torch.rand(batch, 3, *size, generator=gen) * 255
         masks = torch.randint(0, 21, (batch, *size), generator=gen)
         return model.to(device), (images.to(device), masks.to(device))
-    from resvision.heads.detection import DetectorHeadConfig, FasterRCNN
+    from resvision.heads.detection import FasterRCNN, FasterRCNNConfig
 
-    backbone = BackboneConfig(
-        "resnet101", norm="frozen_bn", frozen_stages=2, activation_checkpointing=checkpointing
-    ).create_backbone(("c2", "c3", "c4", "c5"))
-    model = FasterRCNN(backbone, DetectorHeadConfig(num_classes=80))
+    cfg = FasterRCNNConfig(
+        backbone="resnet101",
+        norm="frozen_bn",
+        frozen_stages=2,
+        activation_checkpointing=checkpointing,
+        num_classes=80,
+    )
+    model = FasterRCNN(cfg.create_backbone(("c2", "c3", "c4", "c5")), cfg)
     images = [(torch.rand(3, *size, generator=gen) * 255).to(device) for _ in range(batch)]
     targets = []
     for _ in range(batch):
@@ -173,7 +178,9 @@ def _machine(device: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="resvision benchmark depth", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     p.add_argument("--cases", default="deeplab,frcnn", help="deeplab, frcnn or both")
     p.add_argument("--cpu-sizes", action="store_true", help=f"CPU-sized runs: {CPU}")
@@ -244,8 +251,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     print("\n".join(lines))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": _machine(device), "measure": measure, "results": results}, f)
+        from pathlib import Path
+
+        from resvision.tasks.engine.files import atomic_write_text
+
+        record = {"machine": _machine(device), "measure": measure, "results": results}
+        atomic_write_text(Path(args.json), json.dumps(record, indent=1))
     return 0
 
 

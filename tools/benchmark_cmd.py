@@ -60,3 +60,6 @@ DETECTION = _command(
     "detection", "ours vs torchvision's Faster R-CNN, COCO evaluation, dataset size"
 )
 FACE = _command("face", "ArcFace training samples/s, the verification protocol's speed")
+DEPTH = _command(
+    "depth", "activation checkpointing: a training step's memory and time (ResNet-101)"
+)

@@ -39,6 +39,7 @@ COMMANDS = {
     ("predict", "face-detection"): "face_detection_cmd:PREDICT",
     ("export", "face-detection"): "face_detection_cmd:EXPORT",
     ("benchmark", "face-detection"): "face_detection_cmd:BENCHMARK",
+    ("benchmark", "depth"): "benchmark_cmd:DEPTH",
 }
 
 

@@ -3,6 +3,8 @@ worth reading only when both sides compute the same thing."""
 
 from __future__ import annotations
 
+import json
+
 from resvision.tools.cli import main
 
 
@@ -83,3 +85,21 @@ def test_benchmarks_are_not_installed_but_reachable_from_the_tree():
 
     assert (benchmarks_folder() / "timing.py").is_file()
     assert callable(load("detection").main)
+
+
+def test_depth_benchmark_measures_both_settings_in_fresh_processes(tmp_path, capsys):
+    """One tiny DeepLabV3+ R-101 step without and with activation checkpointing, each in its own
+    process: both rows and the json record (memory and time per setting) come out."""
+    from resvision.tools.benchmark_cmd import load
+
+    out_json = tmp_path / "depth.json"
+    args = ["--cases", "deeplab", "--deeplab-batch", "2", "--deeplab-size", "64"]
+    assert (
+        load("depth").main([*args, "--steps", "1", "--device", "cpu", "--json", str(out_json)]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "| DeepLabV3+ R-101 (OS 8) | 2 x 64x64 | off |" in out
+    assert "| DeepLabV3+ R-101 (OS 8) | 2 x 64x64 | on |" in out
+    (result,) = json.loads(out_json.read_text())["results"]
+    assert result["off"]["peak_mib"] > 0 and result["on"]["peak_mib"] > 0
+    assert result["off"]["step_s"] > 0 and result["on"]["step_s"] > 0
