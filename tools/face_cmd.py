@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 from pathlib import Path
@@ -106,12 +107,15 @@ def _search_arguments(p: argparse.ArgumentParser) -> None:
         help="draw each query photo with every face labelled by its best gallery match (the "
         "query must be a gallery of photos: face embed --detector)",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace drawn photos that exist")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace outputs that exist (--json, drawings)"
+    )
 
 
 def search(args: argparse.Namespace) -> int:
     from resvision.tasks.face.inference import search
 
+    _check_json(args, [args.gallery, args.query])
     gallery, gnames = load_embeddings(args.gallery)
     query, qnames = load_embeddings(args.query)
     if gallery.shape[1] != query.shape[1]:
@@ -136,7 +140,7 @@ def search(args: argparse.Namespace) -> int:
         )
         print(f"{name}: {shown}")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        _write_json(args.json, results)
     if args.draw:
         labels = _labels(args.gallery)
         captions = []
@@ -153,6 +157,19 @@ def search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_json(args: argparse.Namespace, inputs: list[str]) -> None:
+    """``--json``, refused before any work if it would replace an input or (without
+    ``--overwrite``) an existing file."""
+    if args.json:
+        check_outputs([Path(args.json)], inputs=[Path(i) for i in inputs], overwrite=args.overwrite)
+
+
+def _write_json(path: str, value) -> None:
+    from resvision.tasks.engine.files import atomic_write_text
+
+    atomic_write_text(Path(path), json.dumps(value, indent=1))
+
+
 def _labels(path: str) -> list[str]:
     """Who each gallery face is: its ``labels`` (galleries of photos), else its name."""
     import numpy as np
@@ -163,7 +180,20 @@ def _labels(path: str) -> list[str]:
 
 # -- verify ------------------------------------------------------------------------------------
 def _verify_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="a face run folder or checkpoint file")
+    p.add_argument(
+        "--embeddings",
+        default=None,
+        help="verify an .npz of `face embed` instead (every pair of its faces; the same person "
+        "= the same label: the photo's folder, or the name's folder for face crops)",
+    )
+    p.add_argument(
+        "--max-pairs",
+        type=int,
+        default=200_000,
+        help="with --embeddings: at most this many different-person pairs (a seeded sample); "
+        "every same-person pair is kept",
+    )
+    p.add_argument("--checkpoint", default=None, help="a face run folder or checkpoint file")
     p.add_argument("--pairs", default=None, help="pairs.txt (with --root)")
     p.add_argument("--root", default=None, help="image root of pairs.txt")
     p.add_argument("--bin", default=None, help="an InsightFace .bin verification set")
@@ -171,11 +201,108 @@ def _verify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
 
 
+def embedding_pairs(labels, max_negatives: int, seed: int = 0):
+    """``(first, second, issame)`` index arrays over every pair ``i < j`` of ``labels`` with
+    the same label and at most ``max_negatives`` of the others (drawn without replacement)."""
+    import numpy as np
+
+    labels = np.asarray(labels)
+    n = len(labels)
+    _, ids = np.unique(labels, return_inverse=True)
+    order = np.argsort(ids, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(ids[order]) != 0, True])
+    pos = [
+        np.stack(np.triu_indices(b - a, 1)) + a for a, b in itertools.pairwise(starts) if b - a > 1
+    ]
+    pos = order[np.concatenate(pos, 1)] if pos else np.zeros((2, 0), np.int64)
+    rng = np.random.default_rng(seed)
+    if n * (n - 1) // 2 <= 4_000_000:  # every pair fits in memory: choose among them
+        i, j = np.triu_indices(n, 1)
+        keep = np.flatnonzero(ids[i] != ids[j])
+        if keep.size > max_negatives:
+            keep = np.sort(rng.choice(keep, max_negatives, replace=False))
+        neg = np.stack([i[keep], j[keep]])
+    else:  # sample pairs i < j until enough distinct different-person pairs are found
+        found: set[tuple[int, int]] = set()
+        while len(found) < max_negatives:
+            a = rng.integers(0, n, 2 * (max_negatives - len(found)) + 16)
+            b = rng.integers(0, n, a.size)
+            lo, hi = np.minimum(a, b), np.maximum(a, b)
+            for x, y in zip(lo[ids[lo] != ids[hi]].tolist(), hi[ids[lo] != ids[hi]].tolist()):
+                if len(found) < max_negatives:
+                    found.add((x, y))
+        neg = np.array(sorted(found)).T
+    first = np.concatenate([pos[0], neg[0]])
+    second = np.concatenate([pos[1], neg[1]])
+    issame = np.r_[np.ones(pos.shape[1], bool), np.zeros(neg.shape[1], bool)]
+    shuffle = rng.permutation(first.size)  # folds mix both kinds
+    return first[shuffle], second[shuffle], issame[shuffle]
+
+
+def _face_labels(path: str) -> list[str]:
+    """A gallery's ``labels``; for face crops, the folder of each name (``alice/1.jpg``)."""
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as data:
+        if "labels" in data:
+            return [str(v) for v in data["labels"]]
+        names = [str(v) for v in data["names"]]
+    if not all("/" in n for n in names):
+        raise ValueError(
+            f"{path!r} does not say who each face is: verification needs face crops in one "
+            "folder per person (alice/1.jpg) or a gallery of photos in such folders"
+        )
+    return [n.rsplit("/", 1)[0] for n in names]
+
+
+def _verify_embeddings(args: argparse.Namespace):
+    import numpy as np
+
+    vectors, _ = load_embeddings(args.embeddings)
+    labels = _face_labels(args.embeddings)
+    first, second, issame = embedding_pairs(labels, args.max_pairs)
+    people = len(set(labels))
+    if issame.all() or not issame.any():
+        raise ValueError(
+            f"{args.embeddings!r}: {plural(len(labels), 'face')} of "
+            f"{plural(people, 'person', 'people')} give no "
+            f"{'different' if issame.all() else 'same'}-person pair: verification needs at "
+            "least two people and two faces of one of them"
+        )
+    if issame.size < 20:
+        raise ValueError(
+            f"{args.embeddings!r}: only {plural(issame.size, 'pair')}; the 10-fold protocol "
+            "needs at least 20"
+        )
+    pairs = np.empty((2 * issame.size, vectors.shape[1]), np.float32)
+    pairs[0::2], pairs[1::2] = vectors[first], vectors[second]
+    print(
+        f"{args.embeddings}: {plural(len(labels), 'face')} of {plural(people, 'person', 'people')}"
+        f", {plural(int(issame.sum()), 'same-person pair')}, "
+        f"{plural(int((~issame).sum()), 'different-person pair')}"
+    )
+    return pairs, issame, Path(args.embeddings).name
+
+
 def verify(args: argparse.Namespace) -> int:
     from resvision.datasets.face import VerificationSet
     from resvision.tasks.face.evaluation import evaluate_embeddings
     from resvision.tasks.face.inference import Embedder
 
+    if args.embeddings:
+        if args.checkpoint or args.bin or args.pairs:
+            raise ValueError(
+                "--embeddings verifies a file of embeddings: give it alone (without "
+                "--checkpoint, --bin or --pairs)"
+            )
+        vectors, issame, name = _verify_embeddings(args)
+        _print_verification(name, evaluate_embeddings(vectors, issame))
+        return 0
+    if not args.checkpoint:
+        raise ValueError(
+            "give --checkpoint RUN with --bin FILE or --pairs pairs.txt --root IMAGE_ROOT, "
+            "or --embeddings FILE.npz"
+        )
     emb = Embedder.from_checkpoint(args.checkpoint, device=args.device)
     if args.bin:
         vset = VerificationSet.from_bin(args.bin, emb.image_size)
@@ -184,9 +311,13 @@ def verify(args: argparse.Namespace) -> int:
     else:
         raise ValueError("give --bin FILE, or --pairs pairs.txt with --root IMAGE_ROOT")
     vectors = emb.embed([vset.load(i) for i in range(len(vset))], batch_size=args.batch_size)
-    r = evaluate_embeddings(vectors, vset.issame)
+    _print_verification(vset.name, evaluate_embeddings(vectors, vset.issame))
+    return 0
+
+
+def _print_verification(name: str, r: dict) -> None:
     print(
-        f"{vset.name}: accuracy {100 * r['acc']:.2f} +- {100 * r['acc_std']:.2f}, "
+        f"{name}: accuracy {100 * r['acc']:.2f} +- {100 * r['acc_std']:.2f}, "
         f"VAL@FAR=1e-3 {100 * r['val@far1e-3']:.2f}, AUC {r['auc']:.4f}"
     )
     for key in sorted(k for k in r if k.startswith("tar@")):
@@ -195,7 +326,6 @@ def verify(args: argparse.Namespace) -> int:
             f"  TAR@{tag.upper()}: {100 * r[key]:.2f}  threshold cosine "
             f"{r['threshold_cos@' + tag]:.4f} / squared L2 {r['threshold_l2@' + tag]:.4f}"
         )
-    return 0
 
 
 # -- cluster -----------------------------------------------------------------------------------
@@ -213,7 +343,9 @@ def _cluster_arguments(p: argparse.ArgumentParser) -> None:
         help="draw each photo with every face labelled by its cluster (a gallery of photos: "
         "face embed --detector)",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace drawn photos that exist")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace outputs that exist (--json, drawings)"
+    )
 
 
 def _groups(names, ids) -> list[list[str]]:
@@ -226,6 +358,7 @@ def _groups(names, ids) -> list[list[str]]:
 def cluster(args: argparse.Namespace) -> int:
     from resvision.tasks.face.inference import cluster
 
+    _check_json(args, [args.embeddings])
     vectors, names = load_embeddings(args.embeddings)
     gallery = load_gallery(args.embeddings, "--draw") if args.draw else None
     ids = cluster(vectors, args.threshold)
@@ -239,9 +372,7 @@ def cluster(args: argparse.Namespace) -> int:
         f"{plural(len(duplicates), 'near-duplicate group')} at >= {args.duplicate_threshold}"
     )
     if args.json:
-        Path(args.json).write_text(
-            json.dumps({"clusters": groups, "near_duplicates": duplicates}, indent=1)
-        )
+        _write_json(args.json, {"clusters": groups, "near_duplicates": duplicates})
     if gallery is not None:
         draw_gallery(
             gallery, [f"cluster {int(c)}" for c in ids], Path(args.draw), overwrite=args.overwrite
@@ -296,11 +427,12 @@ SUBCOMMANDS = {
         "vectors = cosine).",
     ),
     "verify": Command(
-        "the 10-fold verification protocol on pairs.txt or a .bin set",
+        "the 10-fold verification protocol on pairs.txt, a .bin set or a labelled gallery",
         _verify_arguments,
         verify,
-        description="InsightFace's 10-fold verification protocol on an LFW-style pairs.txt or a "
-        ".bin set, plus TAR@FAR and calibrated thresholds.",
+        description="InsightFace's 10-fold verification protocol on an LFW-style pairs.txt, a "
+        ".bin set, or every pair of faces of an embeddings file whose faces are labelled "
+        "(--embeddings), plus TAR@FAR and calibrated thresholds.",
     ),
     "cluster": Command(
         "group faces by a cosine threshold; near-duplicates",
