@@ -20,43 +20,7 @@ from resvision.tasks.engine.loop import train
 from resvision.tools.cli import main
 from resvision.tools.tasks import get_task
 
-TINY = {
-    "segmentation": (
-        "unet_r18_synthetic",
-        [
-            "data.synthetic_train=8",
-            "data.synthetic_val=2",
-            "data.batch_size=4",
-            "data.synthetic_size=64",
-            "data.crop_size=[64,64]",
-            "model.unet_channels=[32,24,16,12,8]",
-        ],
-    ),
-    "detection": (
-        "faster_rcnn_r18_fpn_synthetic",
-        [
-            "data.synthetic_train=8",
-            "data.synthetic_val=2",
-            "data.batch_size=2",
-            "data.train_sizes=[96]",
-            "data.max_size=128",
-            "model.test.min_size=96",
-            "model.test.max_size=128",
-            "model.fpn_channels=32",
-        ],
-    ),
-    "face": (
-        "iresnet18_synthetic",
-        [
-            "data.synthetic_identities=8",
-            "data.synthetic_images=2",
-            "data.synthetic_val_identities=4",
-            "data.synthetic_val_pairs=20",
-            "data.batch_size=4",
-            "model.embedding_size=32",
-        ],
-    ),
-}
+from ..tasks.tiny import TINY
 
 
 def _run(tmp_path_factory, name: str) -> Path:
