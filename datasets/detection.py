@@ -21,33 +21,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .images import ImageReadError, read_rgb
+from .images import ImageReadError, read_first_readable, read_rgb
+from .segmentation import VOC_CLASSES
 from .synthetic import SHAPE_CLASSES, make_scene
 
 log = logging.getLogger(__name__)
 
-VOC_DET_CLASSES = (
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
-)
+VOC_DET_CLASSES = VOC_CLASSES[1:]  # without "background"
 BACKGROUND_NAMES = ("_background_", "__background__", "background")
 
 
@@ -474,18 +454,9 @@ class DetectionDataset(Dataset):
 
     def __getitem__(self, key) -> dict:
         index, seed = key if isinstance(key, tuple) else (key, None)
-        skipped = []
-        for attempt in range(len(self) if self.skip_bad_images else 1):
-            i = (index + attempt) % len(self)
-            try:
-                image = self.read_image(i)
-                break
-            except ImageReadError as e:
-                if not self.skip_bad_images:
-                    raise
-                skipped.append(str(e))
-        else:
-            raise ImageReadError("every image of the dataset failed to load")
+        i, image, skipped = read_first_readable(
+            self.read_image, index, len(self), self.skip_bad_images
+        )
         rows = self.ann.rows(i)
         boxes, labels = self.ann.boxes[rows], self.ann.labels[rows]
         if seed is not None:  # training: no crowd boxes; seeded augmentation

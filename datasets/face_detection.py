@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 from .detection import AnnotationError, _load_json
 from .face.synthetic import SyntheticFaces, render_face_parts
-from .images import ImageReadError, read_rgb
+from .images import read_first_readable, read_rgb
 from .synthetic import make_scene
 from .transforms import photometric
 
@@ -516,18 +516,9 @@ class FaceDetectionDataset(Dataset):
 
     def __getitem__(self, key) -> dict:
         index, seed = key if isinstance(key, tuple) else (key, None)
-        skipped = []
-        for attempt in range(len(self) if self.skip_bad_images else 1):
-            i = (index + attempt) % len(self)
-            try:
-                image = self.read_image(i)
-                break
-            except ImageReadError as e:
-                if not self.skip_bad_images:
-                    raise
-                skipped.append(str(e))
-        else:
-            raise ImageReadError("every image of the dataset failed to load")
+        i, image, skipped = read_first_readable(
+            self.read_image, index, len(self), self.skip_bad_images
+        )
         rows = self.ann.rows(i)
         boxes, points = self.ann.boxes[rows], self.ann.landmarks[rows]
         has = self.ann.has_landmarks[rows]

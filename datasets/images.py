@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Union
 
@@ -34,6 +34,23 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
             "or not an image; replace or remove it"
         )
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_first_readable(
+    read: Callable[[int], np.ndarray], index: int, count: int, skip: bool
+) -> tuple[int, np.ndarray, list[str]]:
+    """``(i, image, skipped)``: ``read(index)``, or with ``skip`` the first of the following
+    items (wrapping around ``count``) that reads, each failure's message in ``skipped``."""
+    skipped: list[str] = []
+    for attempt in range(count if skip else 1):
+        i = (index + attempt) % count
+        try:
+            return i, read(i), skipped
+        except ImageReadError as e:
+            if not skip:
+                raise
+            skipped.append(str(e))
+    raise ImageReadError("every image of the dataset failed to load")
 
 
 def read_label_map(path: str | os.PathLike) -> np.ndarray:
