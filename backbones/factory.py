@@ -12,7 +12,12 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from . import cifar, iresnet, preact, resnet  # noqa: F401  (registration by import)
+# the families, which register their names when imported
+import resvision.backbones.cifar
+import resvision.backbones.iresnet
+import resvision.backbones.preact
+import resvision.backbones.resnet  # noqa: F401
+
 from .base import NORM_POLICIES, Backbone
 from .registry import get_builder, list_backbones
 from .weights import load_backbone_weights

@@ -36,6 +36,7 @@ from torch import nn
 
 from .base import NORM_POLICIES, Backbone, FeatureSpec, Normalization
 from .registry import register_backbone
+from .resnet import timm_trunk
 
 RESNETV2_NAMES = (
     "resnetv2_50",
@@ -60,22 +61,7 @@ class ResNetV2(Backbone):
     ) -> None:
         super().__init__()
         output_stride = 32 if output_stride is None else output_stride
-        if output_stride not in self.output_strides:
-            raise ValueError(
-                f"output_stride={output_stride!r} is not supported by {arch}; "
-                f"choose one of {self.output_strides}"
-            )
-        if not isinstance(in_channels, int) or in_channels < 1:
-            raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
-        net = timm.create_model(
-            arch,
-            pretrained=False,
-            num_classes=0,
-            global_pool="",
-            output_stride=output_stride,
-            in_chans=in_channels,
-            zero_init_last=False,  # create_backbone zeroes the branches (zero_init_residual)
-        )
+        net = timm_trunk(arch, output_stride, in_channels, self.output_strides)
         self.arch = arch
         self.output_stride = output_stride
         self.stem, self.stages, self.norm = net.stem, net.stages, net.norm

@@ -41,6 +41,27 @@ RESNET_NAMES = (
 )
 
 
+def timm_trunk(
+    arch: str, output_stride: int, in_channels: int, allowed: Sequence[int]
+) -> nn.Module:
+    """timm's ``arch`` without classifier or pooling, checked arguments first."""
+    if output_stride not in allowed:
+        raise ValueError(
+            f"output_stride={output_stride!r} is not supported by {arch}; choose one of {allowed}"
+        )
+    if not isinstance(in_channels, int) or in_channels < 1:
+        raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
+    return timm.create_model(
+        arch,
+        pretrained=False,
+        num_classes=0,
+        global_pool="",
+        output_stride=output_stride,
+        in_chans=in_channels,
+        zero_init_last=False,  # create_backbone zeroes the branches (zero_init_residual)
+    )
+
+
 class ResNet(Backbone):
     """A ResNet-family trunk with levels ``c1`` (stem, stride 2) and ``c2``..``c5``.
 
@@ -57,22 +78,7 @@ class ResNet(Backbone):
     ) -> None:
         super().__init__()
         output_stride = 32 if output_stride is None else output_stride
-        if output_stride not in self.output_strides:
-            raise ValueError(
-                f"output_stride={output_stride!r} is not supported by {arch}; "
-                f"choose one of {self.output_strides}"
-            )
-        if not isinstance(in_channels, int) or in_channels < 1:
-            raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
-        net = timm.create_model(
-            arch,
-            pretrained=False,
-            num_classes=0,
-            global_pool="",
-            output_stride=output_stride,
-            in_chans=in_channels,
-            zero_init_last=False,  # create_backbone zeroes the branches (zero_init_residual)
-        )
+        net = timm_trunk(arch, output_stride, in_channels, self.output_strides)
         self.arch = arch
         self.output_stride = output_stride
         self.conv1, self.bn1, self.act1, self.maxpool = net.conv1, net.bn1, net.act1, net.maxpool

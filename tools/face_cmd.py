@@ -199,6 +199,10 @@ def _verify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bin", default=None, help="an InsightFace .bin verification set")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    p.add_argument(
+        "--plot", default=None, metavar="PNG", help="write the ROC curve, thresholds marked"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace a --plot file that exists")
 
 
 def embedding_pairs(labels, max_negatives: int, seed: int = 0):
@@ -289,6 +293,11 @@ def verify(args: argparse.Namespace) -> int:
     from resvision.tasks.face.evaluation import evaluate_embeddings
     from resvision.tasks.face.inference import Embedder
 
+    if args.plot:
+        sources = [args.embeddings, args.bin, args.pairs]
+        check_outputs(
+            [Path(args.plot)], inputs=[Path(s) for s in sources if s], overwrite=args.overwrite
+        )
     if args.embeddings:
         if args.checkpoint or args.bin or args.pairs:
             raise ValueError(
@@ -297,6 +306,7 @@ def verify(args: argparse.Namespace) -> int:
             )
         vectors, issame, name = _verify_embeddings(args)
         _print_verification(name, evaluate_embeddings(vectors, issame))
+        _plot(args, name, vectors, issame)
         return 0
     if not args.checkpoint:
         raise ValueError(
@@ -312,7 +322,18 @@ def verify(args: argparse.Namespace) -> int:
         raise ValueError("give --bin FILE, or --pairs pairs.txt with --root IMAGE_ROOT")
     vectors = emb.embed([vset.load(i) for i in range(len(vset))], batch_size=args.batch_size)
     _print_verification(vset.name, evaluate_embeddings(vectors, vset.issame))
+    _plot(args, vset.name, vectors, vset.issame)
     return 0
+
+
+def _plot(args: argparse.Namespace, name: str, vectors, issame) -> None:
+    if not args.plot:
+        return
+    from resvision.tasks.face.evaluation import FARS, pair_cosines
+    from resvision.tasks.face.visualize import save_roc_png
+
+    path = save_roc_png({name: (pair_cosines(vectors), issame)}, Path(args.plot), FARS)
+    print(f"ROC curve -> {path}")
 
 
 def _print_verification(name: str, r: dict) -> None:

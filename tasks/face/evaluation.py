@@ -21,6 +21,7 @@ gives a target FAR in cosine and squared-L2 units (``d = 2 - 2 cos`` for unit ve
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,8 @@ import numpy as np
 from resvision.datasets.face import VerificationSuite
 from resvision.tasks.engine import distributed as D
 from resvision.tasks.engine.task import Evaluator
+
+from .visualize import save_roc_png
 
 FARS = (1e-1, 1e-2, 1e-3, 1e-4)
 
@@ -140,6 +143,12 @@ def tar_at_far(
     return float(accept[issame].mean()), float(accept[~issame].mean()), threshold
 
 
+def pair_cosines(embeddings: np.ndarray) -> np.ndarray:
+    """The cosine of each pair of normalized embeddings (pairs are consecutive rows)."""
+    embeddings = np.asarray(embeddings, np.float64)
+    return np.sum(embeddings[0::2] * embeddings[1::2], 1)
+
+
 def evaluate_embeddings(
     embeddings: np.ndarray, issame: np.ndarray, folds: int = 10
 ) -> dict[str, float]:
@@ -150,7 +159,7 @@ def evaluate_embeddings(
     dist = np.sum(np.square(e1 - e2), 1)
     _, _, accuracy = calculate_roc(np.arange(0, 4, 0.01), dist, issame, folds)
     val, val_std, far = calculate_val(np.arange(0, 4, 0.001), dist, issame, 1e-3, folds)
-    cosine = np.sum(e1 * e2, 1)
+    cosine = pair_cosines(embeddings)
     out = {
         "acc": float(accuracy.mean()),
         "acc_std": float(accuracy.std()),
@@ -184,6 +193,7 @@ class VerificationEvaluator(Evaluator):
     def reset(self) -> None:
         self.indices: list[int] = []
         self.embeddings: list[np.ndarray] = []
+        self.last_curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def process(self, batch: dict[str, Any], embeddings: Any) -> None:
         self.embeddings.append(embeddings.float().cpu().numpy())
@@ -206,10 +216,10 @@ class VerificationEvaluator(Evaluator):
         out: dict[str, float] = {}
         accs = []
         for k, vset in enumerate(suite.sets):
-            report = evaluate_embeddings(
-                emb[int(suite.starts[k]) : int(suite.starts[k + 1])], vset.issame
-            )
+            emb_set = emb[int(suite.starts[k]) : int(suite.starts[k + 1])]
+            report = evaluate_embeddings(emb_set, vset.issame)
             accs.append(report["acc"])
+            self.last_curves[vset.name] = (pair_cosines(emb_set), np.asarray(vset.issame, bool))
             out |= {
                 f"{vset.name}/{key}": value
                 for key, value in report.items()
@@ -218,3 +228,10 @@ class VerificationEvaluator(Evaluator):
             out[f"{vset.name}/threshold_cos@far1e-3"] = report["threshold_cos@far1e-3"]
         out["acc"] = float(np.mean(accs)) if accs else float("nan")
         return out
+
+    def write_report(self, folder: Path) -> str | None:
+        """``roc.png``: the ROC curve of every verification set, thresholds marked."""
+        if not self.last_curves:
+            return None
+        path = save_roc_png(self.last_curves, Path(folder) / "roc.png", FARS)
+        return f"ROC curves -> {path}"

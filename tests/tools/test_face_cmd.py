@@ -58,6 +58,13 @@ def test_verify_a_labelled_embeddings_file(tmp_path, capsys):
     pairs[0::2], pairs[1::2] = emb[first], emb[second]
     r = evaluate_embeddings(pairs, same)
     assert f"AUC {r['auc']:.4f}" in out
+    plot = tmp_path / "roc.png"
+    assert main(["face", "verify", "--embeddings", path, "--plot", str(plot)]) == 0
+    assert plot.stat().st_size > 0 and f"ROC curve -> {plot}" in capsys.readouterr().out
+    assert main(["face", "verify", "--embeddings", path, "--plot", str(plot)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["face", "verify", "--embeddings", path, "--plot", path]) == 2
+    assert "is one of the inputs" in capsys.readouterr().err
     # people who cannot be told apart (no structure) verify at chance, not 100%
     noise = np.random.default_rng(1).normal(size=emb.shape)
     noise /= np.linalg.norm(noise, axis=1, keepdims=True)
