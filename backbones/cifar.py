@@ -202,9 +202,8 @@ class CifarResNet(Backbone):
         if name == "c4":
             self.norm = None
 
-    def ignored_keys(self) -> tuple[str, ...]:
-        dropped = ("norm.",) if "c4" in self.dropped_levels else ()
-        return super().ignored_keys() + dropped
+    def level_prefixes(self) -> dict[str, tuple[str, ...]]:
+        return {"c2": ("conv1.", "bn1.", "layer1."), "c3": ("layer2.",), "c4": ("layer3.", "norm.")}
 
     def head_keys(self) -> tuple[str, ...]:
         return ("linear.", "fc.")

@@ -97,9 +97,9 @@ class ResNetV2(Backbone):
     def head_keys(self) -> tuple[str, ...]:
         return ("head.",)
 
-    def ignored_keys(self) -> tuple[str, ...]:
-        dropped = tuple(f"stages.{int(lv[1]) - 2}." for lv in self.dropped_levels)
-        return self.head_keys() + dropped + (("norm.",) if "c5" in self.dropped_levels else ())
+    def level_prefixes(self) -> dict[str, tuple[str, ...]]:
+        stages = {f"c{i}": (f"stages.{i - 2}.",) for i in range(2, 5)}
+        return {"c1": ("stem.",), **stages, "c5": ("stages.3.", "norm.")}
 
     def stage_blocks(self) -> dict[str, nn.Sequential]:
         levels = (f"c{i}" for i in range(2, 6))

@@ -209,3 +209,24 @@ def test_frozen_bn_folded_into_convolutions_equals_eval_mode_batch_norm(name):
     assert set(ours.state_dict()) == {
         k for k in ref.state_dict() if not k.endswith("num_batches_tracked")
     }
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, id=n) for n in list_backbones()])
+def test_level_prefixes_cover_the_state_dict(name):
+    """Every key of the full trunk belongs to exactly one level (what loading a checkpoint into a
+    trunk cut after an earlier level skips), and cutting a level drops exactly its keys."""
+    with torch.device("meta"):
+        levels = _all_levels(name)
+        full = create_backbone(name, out_levels=levels)
+        prefixes = full.level_prefixes()
+        assert set(prefixes) == set(levels), (name, sorted(prefixes))
+        owners = {
+            k: [lv for lv, ps in prefixes.items() if k.startswith(ps)] for k in full.state_dict()
+        }
+        assert all(len(v) == 1 for v in owners.values()), {
+            k: v for k, v in owners.items() if len(v) != 1
+        }
+        cut = create_backbone(name, out_levels=levels[:-1])
+        dropped = {k for k, v in owners.items() if v == [levels[-1]]}
+        assert set(cut.state_dict()) == set(full.state_dict()) - dropped
+        assert all(k.startswith(cut.ignored_keys()) for k in dropped)
