@@ -67,8 +67,8 @@ def test_zero_init_residual_every_block_starts_as_its_shortcut(name):
     model = create_backbone(name, out_levels=_levels(name)[-1:], zero_init_residual=True)
     seen = _block_io(model.train(), x)
     assert len(seen) == len(model.residual_blocks()) > 0
-    with torch.no_grad():
-        for block, inp, out in seen:
+    with torch.no_grad():  # exact: the zero branch adds exactly 0 to the same shortcut modules'
+        for block, inp, out in seen:  # output for the same input
             assert torch.equal(out, _shortcut(block, inp)), type(block).__name__
     # and without it, the branches are not zero: the check above can fail
     other = create_backbone(name, out_levels=_levels(name)[-1:], zero_init_residual=False)
@@ -102,7 +102,7 @@ def test_drop_path_rises_linearly_is_seeded_and_off_in_eval(name):
     model.load_state_dict(reference.state_dict())
     x = torch.randn(4, 3, 32, 32)
     level = kw["out_levels"][0]
-    with torch.no_grad():
+    with torch.no_grad():  # exact: in eval both run the same layers with the same weights
         assert torch.equal(model.eval()(x)[level], reference.eval()(x)[level])  # off in eval
         model.train(), reference.train()
         torch.manual_seed(1)
@@ -178,6 +178,8 @@ def test_checkpointing_gives_identical_gradients_and_running_stats(case):
     torch.manual_seed(5)
     g_cp, s_cp, calls_cp = _step(cp.train(), x)
     assert g_ref.keys() == g_cp.keys() and g_ref
+    # exact: the recomputation replays the same operations on the same shapes, and the backward
+    # pass runs the same kernels in the same order
     for key in g_ref:
         assert torch.equal(g_ref[key], g_cp[key]), key
     assert torch.equal(x_grad, x.grad)
@@ -240,9 +242,21 @@ def test_checkpointing_under_autocast_keeps_dtype_and_gradients_close():
     torch.testing.assert_close(grads[0], grads[1])
 
 
+def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Largest difference relative to the largest value of ``b``."""
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).abs().max() / b.abs().max().clamp(min=1e-30))
+
+
 @pytest.mark.slow
 def test_checkpointing_under_torch_compile_matches_eager():
-    """Compiled: the same gradients and running statistics as eager without checkpointing."""
+    """Compiled: the same gradients and running statistics as eager without checkpointing.
+
+    Inductor fuses and reorders the float32 arithmetic: every gradient and statistic is within
+    1.1e-6 of its tensor's largest value (measured), so the bound keeps about 100x of headroom
+    for other CPUs' kernels. The statistics updated twice by a block (run once more before its
+    checkpoint) put running means off by 0.9 (relative); a gradient cut (a block's input
+    detached) zeroes the gradients before it."""
     torch.manual_seed(0)
     ref = create_backbone("cifar_resnet20", out_levels=["c4"])
     cp = create_backbone(
@@ -255,6 +269,9 @@ def test_checkpointing_under_torch_compile_matches_eager():
     g_ref, s_ref, _ = _step(ref.train(), x)
     g_cp, s_cp, _ = _step(cp.train(), x, compiled=torch.compile(cp))
     for key in g_ref:
-        torch.testing.assert_close(g_cp[key], g_ref[key], rtol=1e-4, atol=1e-5)
-    for key in s_ref:
-        torch.testing.assert_close(s_cp[key], s_ref[key], rtol=1e-5, atol=1e-6)
+        assert _relative(g_cp[key], g_ref[key]) < 1e-4, (key, _relative(g_cp[key], g_ref[key]))
+    for key in s_ref:  # num_batches_tracked included: integer, compared exactly
+        if not s_ref[key].is_floating_point():
+            assert torch.equal(s_cp[key], s_ref[key]), key
+            continue
+        assert _relative(s_cp[key], s_ref[key]) < 1e-4, (key, _relative(s_cp[key], s_ref[key]))

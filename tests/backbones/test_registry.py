@@ -9,6 +9,8 @@ from torchvision.ops import FrozenBatchNorm2d
 from resvision.backbones import create_backbone, list_backbones, register_backbone
 from resvision.backbones.registry import _REGISTRY
 
+from .test_weights import _randomize_bn
+
 EXPECTED_NAMES = {
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
     "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d",
@@ -109,8 +111,18 @@ def test_norm_policies():
 
 
 def test_frozen_bn_matches_bn_in_eval():
+    """Frozen (folded into the convolutions) and eval-mode batch norms compute the same c5.
+
+    Two float32 computations through 53 layers (folding reassociates the products): 2e-6 of
+    c5's largest value apart here (measured with 1 and 2 threads, channels_last and ATen's
+    native convolutions), so the bound, relative to that value, keeps 40x of headroom for
+    other CPUs' kernels. Non-trivial statistics make the fold matter: the norm's bias dropped
+    from the fold puts c5 off by 0.17."""
     bn = create_backbone("resnet50").eval()
+    _randomize_bn(bn)
     frozen = create_backbone("resnet50", weights=bn.state_dict(), norm="frozen_bn").eval()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        torch.testing.assert_close(frozen(x)["c5"], bn(x)["c5"], rtol=1e-4, atol=1e-4)
+        got, expected = frozen(x)["c5"], bn(x)["c5"]
+    error = float((got - expected).abs().max() / expected.abs().max())
+    assert error < 1e-4, error

@@ -75,7 +75,7 @@ def test_partial_fc_with_sample_rate_one_is_the_full_softmax():
     expected = F.cross_entropy(
         margin(F.linear(F.normalize(emb), F.normalize(pfc.weight)), labels), labels
     )
-    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(loss, expected)  # the same operations: tight on any CPU
     sampled = PartialFC(margin, 16, 400, sample_rate=0.1)
     value = sampled(emb, labels)
     value.backward()
@@ -85,7 +85,14 @@ def test_partial_fc_with_sample_rate_one_is_the_full_softmax():
 
 
 def test_partial_fc_across_two_gloo_processes_equals_one_process(tmp_path):
-    """Class centres split over 2 ranks give the full-softmax loss and gradients."""
+    """Class centres split over 2 ranks give the full-softmax loss and gradients.
+
+    The ranks score their halves with other matrix shapes and sum the softmax across processes
+    in another order: the loss (60, logits scaled by 64) is 1 ulp (6e-8 relative) from one
+    process's, the gradients 1e-7 of their largest value (measured with 1 and 2 threads), so
+    the bounds, relative to those magnitudes, keep 100x of headroom. The softmax's
+    denominator not summed across ranks puts the loss off by 0.06 to 0.2 and the gradients by
+    0.9 and more."""
     import os
     import subprocess
     import sys
@@ -120,11 +127,11 @@ def test_partial_fc_across_two_gloo_processes_equals_one_process(tmp_path):
     loss.backward()
     parts = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     assert [p["weight_grad"].shape[0] for p in parts] == [6, 5]  # 11 centres sharded
-    assert all(abs(p["loss"] - loss.item()) < 1e-5 for p in parts)
-    torch.testing.assert_close(
-        torch.cat([p["weight_grad"] for p in parts]), full.weight.grad, rtol=1e-4, atol=1e-6
-    )
+    assert all(abs(p["loss"] - loss.item()) < 1e-5 * abs(loss.item()) for p in parts)
+
+    def relative(got, expected):
+        return float((got - expected).abs().max() / expected.abs().max())
+
+    assert relative(torch.cat([p["weight_grad"] for p in parts]), full.weight.grad) < 1e-5
     # each rank fed half the batch: the gathered gradient of its embeddings is the full one
-    torch.testing.assert_close(
-        torch.cat([p["emb_grad"] for p in parts]), e.grad, rtol=1e-4, atol=1e-6
-    )
+    assert relative(torch.cat([p["emb_grad"] for p in parts]), e.grad) < 1e-5

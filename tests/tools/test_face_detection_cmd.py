@@ -196,6 +196,6 @@ def test_the_detector_takes_the_same_inputs_as_every_predictor(runs, photos):
     array = np.asarray(image)
     tensor = torch.from_numpy(array.copy()).permute(2, 0, 1)
     results = [det.predict(x)[0] for x in (image, array, path, tensor)]
-    for r in results[1:]:
+    for r in results[1:]:  # exact: the same pixels run through the same operations and shapes
         assert np.array_equal(r["boxes"], results[0]["boxes"])
         assert np.array_equal(r["landmarks"], results[0]["landmarks"])

@@ -7,8 +7,6 @@ import os
 import subprocess
 import sys
 
-import torch
-
 from resvision.tasks.engine.checkpoint import load_checkpoint
 from resvision.tasks.engine.data import epoch_batches, eval_batches
 
@@ -47,8 +45,14 @@ def test_two_gloo_processes_match_one_process_over_the_same_global_batch(tmp_pat
         )
     a = load_checkpoint(tmp_path / "single" / "last.pt")
     b = load_checkpoint(tmp_path / "ddp" / "last.pt")
+    # the gradients of two half batches averaged by all-reduce and of the whole batch sum in
+    # another order (and convolve other batch shapes): every tensor within 1.2e-7 of its
+    # largest value (measured); the learning rate scaled without the process count (halved
+    # under DDP) moves the stem by 0.04
     for key in a["model"]:
-        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-4, atol=1e-5)
+        value, other = a["model"][key].double(), b["model"][key].double()
+        error = float((value - other).abs().max() / value.abs().max().clamp(min=1e-30))
+        assert error < 1e-4, (key, error)
     assert len(b["rng"]) == 2  # every rank's RNG state is kept for an exact resume
     # evaluation gathered both ranks' shards: every validation image counted exactly once
     metrics = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]

@@ -262,8 +262,14 @@ def test_gradient_accumulation_matches_a_larger_batch(tmp_path):
     train(ToyTask(), _cfg(tmp_path / "big", *base, "data.batch_size=8"))
     train(ToyTask(), _cfg(tmp_path / "acc", *base, "data.batch_size=4", "optim.accumulate_steps=2"))
     a, b = _weights(tmp_path / "big" / "last.pt"), _weights(tmp_path / "acc" / "last.pt")
+    # two sums of the same gradients in another order (and convolutions of other batch shapes):
+    # every tensor within 1e-7 of its largest value (measured with 1 and 2 threads); the loss
+    # not divided by the accumulation steps (gradients doubled) moves the stem by 0.03 and the
+    # head by 0.25
     for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+        value, other = a[key].double(), b[key].double()
+        error = float((value - other).abs().max() / value.abs().max().clamp(min=1e-30))
+        assert error < 1e-4, (key, error)
 
 
 def test_eval_command_and_plot_command(tmp_path, capsys):

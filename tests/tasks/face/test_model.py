@@ -91,4 +91,10 @@ def test_arcface_torch_backbone_pth_loads_with_the_same_output(tmp_path):
     images = torch.rand(2, 3, 112, 112) * 255
     with torch.no_grad():
         expected = _arcface_forward(sd, (images / 255 - 0.5) / 0.5, [2, 2, 2, 2])
-        torch.testing.assert_close(model(images), expected, rtol=1e-4, atol=1e-4)
+        got = model(images)
+    # Two implementations through 20 layers: equal here (the same operations in the same order),
+    # 5e-7 of the largest value apart with ATen's native convolutions or channels_last, so the
+    # bound, relative to that value, leaves 200x for other CPUs' kernels. The FC's bias
+    # dropped by the head moves the embedding by 0.02 (relative).
+    error = float((got - expected).abs().max() / expected.abs().max())
+    assert error < 1e-4, error

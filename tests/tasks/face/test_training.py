@@ -122,6 +122,8 @@ def test_embedder_api_with_alignment(trained_run, faces):
     aligned = emb.embed(
         [image], landmarks=[ARCFACE_TEMPLATE]
     )  # landmarks at the template: identity warp
+    # the warp gives back the very pixels, so the same network runs on the same input: the
+    # tight tolerance is no cross-kernel comparison and holds on any CPU
     assert plain.shape == (1, 128) and np.allclose(plain, aligned, atol=1e-5)
 
 

@@ -40,7 +40,18 @@ def _photos(count: int = 3):
     return [scenes.scene(i).image for i in range(count)]
 
 
-def assert_same_faces(ref: np.ndarray, got: dict, *, box_tol=1e-3, score_tol=1e-5) -> None:
+# Both models run the same float32 network through different module graphs (and, in the batch
+# test, other batch shapes), so oneDNN may pick other kernels on another CPU or thread count:
+# measured with 1 and 2 threads, and ATen's native convolutions on either side, scores differ by
+# 3e-7 at most and box and landmark coordinates by 9e-5 px (boxes up to 250 px, decoded from
+# priors of up to 512 px). The tolerances keep 100x of headroom and stay far below what a real
+# difference moves: the size variance used for the centre moves boxes by 28 px; the port's BGR
+# means applied in RGB order, or a leaky slope of 0.1 in the FPN, change which faces are found.
+BOX_TOL = 1e-2  # px
+SCORE_TOL = 3e-5
+
+
+def assert_same_faces(ref: np.ndarray, got: dict, *, box_tol=BOX_TOL, score_tol=SCORE_TOL) -> None:
     """The port's ``(D, 15)`` rows and our result: the same faces in the same order."""
     assert len(ref) == len(got["scores"]) > 0
     np.testing.assert_allclose(got["scores"], ref[:, 4], atol=score_tol, rtol=0)
@@ -137,9 +148,15 @@ def test_multibox_loss_equals_the_ports(seed):
             / torch.tensor([size] * 14 + [1.0])
         )
     ref_l, ref_c, ref_landm = port_multibox_loss((boxes, logits, points), priors / size, rows)
-    torch.testing.assert_close(ours["loss_box"], 2.0 * ref_l, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(ours["loss_cls"], ref_c, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(ours["loss_landmarks"], ref_landm, rtol=1e-5, atol=1e-6)
+    # float32 sums over the 3 x 378 priors in other orders (batched here, per image in the
+    # port): 2e-7 apart (relative) at most; summing that many terms in any order errs by about
+    # sqrt(n) ulps (2e-6), so 3e-5 keeps 10x over that (the loss keeps parts of its
+    # arithmetic in float32: float64 inputs would not make both sides exact). A wrong
+    # weight or mining ratio is off by tens of percents: box_weight 1 instead of 2 by 50%,
+    # 7 negatives per positive instead of 3 by 65%.
+    torch.testing.assert_close(ours["loss_box"], 2.0 * ref_l, rtol=3e-5, atol=0)
+    torch.testing.assert_close(ours["loss_cls"], ref_c, rtol=3e-5, atol=0)
+    torch.testing.assert_close(ours["loss_landmarks"], ref_landm, rtol=3e-5, atol=0)
 
 
 def test_nms_measures_boxes_as_the_ports_py_cpu_nms():

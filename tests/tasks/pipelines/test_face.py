@@ -48,6 +48,11 @@ def _photos(count: int = 2):
 
 
 def test_each_face_is_its_aligned_embedding(embedder):
+    """The pipeline embeds every face of every photo in one batch (4 here, 2 in the direct
+    call): other batch shapes may take other kernels, 6e-7 of the largest value apart
+    (measured with 1 and 2 threads and ATen's native convolutions), so the bound, relative to
+    that value, keeps 150x of headroom. The mirrored crop's embedding not added (flip off)
+    moves the embeddings by 0.8."""
     faces = [_face(10, 10, 60, 0.9), _face(70, 20, 40, 0.8)]
     pipe = FacePipeline(FixedDetector(faces), embedder)
     photos = _photos()
@@ -55,7 +60,8 @@ def test_each_face_is_its_aligned_embedding(embedder):
     for photo, r in zip(photos, found):
         assert r.boxes.shape == (2, 4) and r.embeddings.shape == (2, 32) and not r.skipped
         direct = embedder.embed([photo, photo], landmarks=[f[2] for f in faces])
-        np.testing.assert_allclose(r.embeddings, direct, atol=1e-5)
+        error = float(np.abs(r.embeddings - direct).max() / np.abs(direct).max())
+        assert error < 1e-4, error
         np.testing.assert_allclose(np.linalg.norm(r.embeddings, axis=1), 1, atol=1e-5)
 
 
@@ -101,5 +107,5 @@ def test_gallery_round_trip(tmp_path, embedder):
     data = np.load(tmp_path / "g.npz")
     assert data["names"].tolist() == ["alice/1.jpg#0"] and data["labels"].tolist() == ["alice"]
     back = FaceGallery.from_npz(data)
-    assert np.array_equal(back.embeddings, gallery.embeddings)
+    assert np.array_equal(back.embeddings, gallery.embeddings)  # exact: saved and loaded back
     assert back.photos_without_faces.tolist() == ["empty.jpg"]

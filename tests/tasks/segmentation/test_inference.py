@@ -27,7 +27,17 @@ class Pointwise(nn.Module):
         return {"out": self.conv(x.float() / 255)}
 
 
+def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The largest difference relative to the largest value of ``b``."""
+    a, b = a.detach(), b.detach()
+    return float((a - b).abs().max() / b.abs().max())
+
+
 def test_overlapping_windows_average_to_the_whole_image_result():
+    """Windows convolve other shapes than the whole image and their logits are summed and
+    divided where they overlap: 1.8e-7 of the largest logit apart (measured with 1 and 2
+    threads and ATen's native convolutions), so the bound keeps 50x of headroom. Overlaps
+    not averaged (each window's count set to 1, not added) put the logits off by 2.8."""
     model = Pointwise().eval()
     image = torch.rand(1, 3, 45, 70) * 255
     whole = model(image)["out"]
@@ -37,18 +47,17 @@ def test_overlapping_windows_average_to_the_whole_image_result():
         ((45, 30), (45, 13), 8),
     ]:
         cfg = InferenceConfig(mode="slide", crop_size=crop, stride=stride, window_batch=batch)
-        torch.testing.assert_close(slide_logits(model, image, cfg), whole, rtol=1e-5, atol=1e-5)
+        assert _relative(slide_logits(model, image, cfg), whole) < 1e-5, (crop, stride)
 
 
 def test_cpu_accumulation_for_large_images_gives_the_same_result():
+    """As above (overlaps not averaged put the logits off by 2.8)."""
     model = Pointwise().eval()
     image = torch.rand(1, 3, 40, 40) * 255
     small = InferenceConfig(
         mode="slide", crop_size=(16, 16), stride=(12, 12), cpu_accumulate_pixels=1
     )
-    torch.testing.assert_close(
-        slide_logits(model, image, small), model(image)["out"], rtol=1e-5, atol=1e-5
-    )
+    assert _relative(slide_logits(model, image, small), model(image)["out"]) < 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +74,8 @@ def test_window_covering_the_image_equals_whole_image_inference(dlv3p):
     slide = predict_logits(
         dlv3p, image, InferenceConfig(mode="slide", crop_size=(64, 80), stride=(32, 32))
     )
+    # float32's tight default tolerance holds on any CPU (equal here): one window covering the
+    # image runs the model on the same shape, and adding to zeros and dividing by 1 are exact
     torch.testing.assert_close(slide, whole)
 
 

@@ -38,6 +38,8 @@ def test_ignored_pixels_change_neither_loss_nor_gradient(term):
 
     v1, g1 = run(base)
     v2, g2 = run(changed)
+    # float32's tight default tolerance holds on any CPU: both runs are the same operations on
+    # the same shapes, only the ignored entries (masked out) differ
     torch.testing.assert_close(v1, v2)
     torch.testing.assert_close(
         g1[~ignored.unsqueeze(1).expand_as(g1)], g2[~ignored.unsqueeze(1).expand_as(g2)]
@@ -47,12 +49,17 @@ def test_ignored_pixels_change_neither_loss_nor_gradient(term):
 
 
 def test_cross_entropy_matches_torch_and_survives_all_ignored():
+    """The mean over the non-ignored pixels, summed in another order than torch's: compared
+    with torch's in float64 (the loss itself runs in float32, 7e-8 from it here), the bound
+    keeps 100x of headroom; averaging over every pixel, the ignored row included, is off by
+    20%."""
     loss_fn = SegmentationLoss(SegLossConfig(), num_classes=3)
     logits = torch.randn(1, 3, 5, 5)
     target = torch.randint(0, 3, (1, 5, 5))
     target[0, 0] = IGNORE
-    ref = torch.nn.functional.cross_entropy(logits, target, ignore_index=IGNORE)
-    torch.testing.assert_close(loss_fn(logits, target)["loss_ce"], ref)
+    ref = torch.nn.functional.cross_entropy(logits.double(), target, ignore_index=IGNORE)
+    got = loss_fn(logits, target)["loss_ce"]
+    torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=0)
     all_ignored = torch.full((1, 5, 5), IGNORE)
     assert loss_fn(logits, all_ignored)["loss_ce"].item() == 0.0
 
