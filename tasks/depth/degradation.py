@@ -6,9 +6,10 @@ with one recipe: the same data order, the same seed for every net, SGD with mome
 weight decay 1e-4, a short linear warm-up (He et al. warm ResNet-110 up at 0.01), then a
 constant learning rate, no augmentation, no zero-initialised branches (He et al.'s
 initialisation; ``zero_init_residual`` turns them on for the residual nets). It records the
-training loss and error of every iteration and, at the end, the error on a held-out set drawn the same way. The figure has one panel for the plain nets and
-one for the residual nets, one curve per depth, as in the paper: with plain nets the deeper
-ones are worse, with residual nets they are not.
+training loss and error of every iteration and, at the end, the error on a held-out set drawn
+the same way. The figure has one panel for the plain nets and one for the residual nets, one
+curve per depth, as in the paper: with plain nets the deeper ones are worse, with residual nets
+they are not.
 """
 
 from __future__ import annotations

@@ -46,8 +46,10 @@ def test_preact_levels_and_dropped_final_norm():
     ]
     full = timm.create_model("resnetv2_50", pretrained=False).state_dict()
     loaded = create_backbone("resnetv2_50", weights=full, out_levels=["c2", "c3", "c4"])
-    dropped = {k.split(".")[0] + ("." + k.split(".")[1] if k.startswith("stages") else "")
-               for k in loaded.load_report.dropped}  # fmt: skip
+    dropped = {
+        k.split(".")[0] + ("." + k.split(".")[1] if k.startswith("stages") else "")
+        for k in loaded.load_report.dropped
+    }
     assert dropped == {"head", "stages.3", "norm"}
 
 

@@ -31,8 +31,22 @@ def _losses(run_dir):
 def test_two_gloo_processes_match_one_process_over_the_same_global_batch(tmp_path):
     run_toy("train", "toy", *COMMON, "data.batch_size=8", "--output-dir", str(tmp_path / "single"))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517", str(TOY),
-           "train", "toy", *COMMON, "data.batch_size=4", "--output-dir", str(tmp_path / "ddp")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29517",
+        str(TOY),
+        "train",
+        "toy",
+        *COMMON,
+        "data.batch_size=4",
+        "--output-dir",
+        str(tmp_path / "ddp"),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     single, ddp = _losses(tmp_path / "single"), _losses(tmp_path / "ddp")
