@@ -189,42 +189,7 @@ def demo_face(out: Path) -> None:
         f"ROC AUC {m[f'val/{name}/auc']:.3f}, TAR@FAR=1e-1 "
         f"{100 * m[f'val/{name}/tar@far1e-1']:.1f}%"
     )
-    _roc_plot(run)
-
-
-def _roc_plot(run: Path) -> None:
-    """The ROC of the final model on the held-out pairs, as a PNG."""
-    import matplotlib
-    import numpy as np
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from resvision.tasks.engine.config import load_yaml
-    from resvision.tasks.face.config import FaceConfig
-    from resvision.tasks.face.inference import Embedder
-    from resvision.tasks.face.task import FaceTask
-
-    emb = Embedder.from_checkpoint(run / "last.pt", device="cpu")
-    suite = FaceTask().build_val_set(load_yaml(FaceConfig, run / "config.yaml"))
-    vset = suite.sets[0]
-    vectors = emb.embed([vset.load(i) for i in range(len(vset))])
-    cos = np.sum(vectors[0::2] * vectors[1::2], 1)
-    same = vset.issame[np.argsort(-cos)]
-    tpr = np.concatenate([[0], np.cumsum(same) / same.sum()])
-    fpr = np.concatenate([[0], np.cumsum(~same) / (~same).sum()])
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot(fpr, tpr, label="iresnet18, held-out identities")
-    ax.plot([0, 1], [0, 1], "--", color="grey", label="chance")
-    ax.set_xlabel("false accept rate")
-    ax.set_ylabel("true accept rate")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = run / "plots" / "roc.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    print(f"ROC curve: {path}; plots: {run / 'plots'}")
+    print(f"ROC curve: {run / 'eval' / 'roc.png'}; plots: {run / 'plots'}")
 
 
 def demo_face_detection(out: Path) -> None:
