@@ -89,11 +89,13 @@ def build_embedder(cfg: FaceConfig) -> EmbeddingModel:
 
 
 def build_training_model(cfg: FaceConfig) -> FaceTrainingModel:
-    """The embedding model with the (Partial FC) margin classifier over ``data.num_classes``."""
+    """The embedding model with the (Partial FC) margin classifier over ``data.num_classes``
+    (built in that order: the classifier's initial weights are the next random numbers)."""
+    embedder = build_embedder(cfg)
     classifier = PartialFC(
         margin_loss(cfg), cfg.model.embedding_size, cfg.data.num_classes, cfg.margin.sample_rate
     )
-    return FaceTrainingModel(build_embedder(cfg), classifier)
+    return FaceTrainingModel(embedder, classifier)
 
 
 def load_model(

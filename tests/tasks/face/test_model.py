@@ -98,3 +98,20 @@ def test_arcface_torch_backbone_pth_loads_with_the_same_output(tmp_path):
     # dropped by the head moves the embedding by 0.02 (relative).
     error = float((got - expected).abs().max() / expected.abs().max())
     assert error < 1e-4, error
+
+
+def test_the_trunk_starts_the_same_whatever_the_number_of_identities():
+    """The embedder is built before the margin classifier, so under one seed its initial
+    weights do not depend on ``data.num_classes`` (and equal those of earlier versions: a
+    classifier built first shifted every trunk weight and moved the demo's figure)."""
+    from resvision.tasks.face.model import build_training_model
+
+    trunks = []
+    for identities in (10, 200):
+        cfg = apply_overrides(PRESETS["iresnet18_synthetic"](), [f"data.num_classes={identities}"])
+        torch.manual_seed(0)
+        trunks.append(build_training_model(cfg).embedder.state_dict())
+        torch.manual_seed(0)
+        alone = build_embedder(cfg).state_dict()
+        assert all(torch.equal(v, alone[k]) for k, v in trunks[-1].items())
+    assert all(torch.equal(v, trunks[1][k]) for k, v in trunks[0].items())
