@@ -210,7 +210,10 @@ class RetinaFace(nn.Module):
                 logits, boxes, points, priors, targets, self.cfg.loss, self.cfg.priors.variances
             )
         images = list(images)
-        if self.cfg.test.pad_batches:
+        pad = self.cfg.test.pad_batches
+        if pad is None:  # auto
+            pad = next(self.parameters()).device.type == "cuda"
+        if pad:
             groups = [list(range(len(images)))]
         else:  # one pass per image size: each image as if alone
             by_size: dict[tuple, list[int]] = {}

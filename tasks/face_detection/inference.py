@@ -51,8 +51,9 @@ class FaceDetector:
         """Per image (a path, an RGB array, a PIL image or a tensor, or a list of them; any
         sizes): ``boxes (K, 4)`` float32 xyxy, ``scores (K,)`` and ``landmarks (K, 5, 2)`` (left
         eye, right eye, nose tip, left and right mouth corner) in the image's pixels, best
-        first; an image without faces gives empty arrays. Images of a batch are padded to a
-        common size; decoding and NMS run on the device."""
+        first; an image without faces gives empty arrays. Images of different sizes in a batch
+        are padded to a common size or run one pass per size (``model.test.pad_batches``);
+        decoding and NMS run on the device."""
         tensors = [image_to_tensor(img) for img in as_image_list(images)]
         out = []
         for start in range(0, len(tensors), batch_size):

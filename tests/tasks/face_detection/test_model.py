@@ -81,6 +81,33 @@ def test_a_batch_of_equal_sizes_gives_each_images_faces(port):
         assert_same_faces(port_detect(net, np.ascontiguousarray(rgb[..., ::-1])), got)
 
 
+def test_mixed_sizes_run_one_pass_per_size_on_a_cpu_unless_padding_is_asked(port):
+    """``model.test.pad_batches`` null (auto) on a CPU and false: every photo of a mixed-size
+    batch gives exactly its faces alone (and the port's); true pads them into one batch."""
+    net, folder = port
+    photos = _photos()
+    assert len({p.shape for p in photos}) == 3
+    path = folder / "Resnet50_Final.pth"
+    det = FaceDetector.from_checkpoint(path, device="cpu")
+    assert det.model.cfg.test.pad_batches is None
+    alone = [det.detect(p)[0] for p in photos]
+    for setting in ("null", "false"):
+        run = FaceDetector.from_checkpoint(
+            path, device="cpu", overrides=[f"model.test.pad_batches={setting}"]
+        )
+        for got, one, rgb in zip(run.detect(photos, batch_size=3), alone, photos):
+            assert all(np.array_equal(got[k], one[k]) for k in one)  # the same ops, alone
+            assert_same_faces(port_detect(net, np.ascontiguousarray(rgb[..., ::-1])), got)
+    padded = FaceDetector.from_checkpoint(
+        path, device="cpu", overrides=["model.test.pad_batches=true"]
+    )
+    got = padded.detect(photos, batch_size=3)
+    assert all(len(g["scores"]) and g["landmarks"].shape[1:] == (5, 2) for g in got)
+    # one padded pass: the random-weight network sees other borders than alone (a trained one
+    # moves little), so some box differs: the setting took effect
+    assert any(not np.array_equal(g["boxes"], a["boxes"]) for g, a in zip(got, alone))
+
+
 def test_port_keys_map_one_to_one():
     sd = PortRetinaFace().state_dict()
     converted = convert_port_state_dict(sd)
