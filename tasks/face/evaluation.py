@@ -155,6 +155,11 @@ def evaluate_embeddings(
     """The verification report of normalized embeddings (pairs are consecutive rows)."""
     embeddings = np.asarray(embeddings, np.float64)
     issame = np.asarray(issame, bool)
+    if len(issame) < folds:
+        raise ValueError(
+            f"{len(issame)} pairs: the {folds}-fold verification protocol needs at least "
+            f"{folds} (one per fold); add pairs"
+        )
     e1, e2 = embeddings[0::2], embeddings[1::2]
     dist = np.sum(np.square(e1 - e2), 1)
     _, _, accuracy = calculate_roc(np.arange(0, 4, 0.01), dist, issame, folds)
