@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +26,6 @@ from .config import PRESETS, DetConfig
 from .evaluation import DetectionEvaluator
 from .inference import detect_images
 from .model import build_model
-
-log = logging.getLogger(__name__)
 
 VAL_SEED_OFFSET = 7919  # the synthetic validation scenes' seed: data.synthetic_seed + this
 
@@ -69,9 +66,6 @@ class DetectionTask(Task):
     config_class = DetConfig
     main_metric = "AP"
     default_preset = "faster_rcnn_r18_fpn_synthetic"
-
-    def __init__(self) -> None:
-        self.skipped: set[str] = set()  # unreadable images reported so far (each named once)
 
     def presets(self):
         return PRESETS
@@ -123,18 +117,13 @@ class DetectionTask(Task):
             "skipped": [s for it in items for s in it["skipped"]],
         }
 
-    def _note_skipped(self, messages: list[str]) -> None:
-        for m in set(messages) - self.skipped:
-            log.warning("skipped: %s", m)
-        self.skipped |= set(messages)
-
     # -- model and losses -------------------------------------------------------------------
     def build_model(self, cfg: DetConfig) -> FasterRCNN:
         return build_model(cfg)
 
     def training_losses(self, model: nn.Module, batch: dict[str, Any]):
         if batch["skipped"]:
-            self._note_skipped(batch["skipped"])
+            self.note_skipped(batch["skipped"])
         return model(batch["images"], batch["targets"])
 
     # -- evaluation -------------------------------------------------------------------------
@@ -146,7 +135,7 @@ class DetectionTask(Task):
 
     def predict_batch(self, model: nn.Module, batch: dict[str, Any], ctx: EvalContext):
         if batch["skipped"]:
-            self._note_skipped(batch["skipped"])
+            self.note_skipped(batch["skipped"])
         ev = ctx.cfg.evaluation
         with ctx.autocast():
             return detect_images(model, batch["images"], tta=ev.tta, tta_sizes=ev.tta_sizes)

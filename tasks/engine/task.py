@@ -7,6 +7,7 @@ inference (each task's ``model.py`` does) and knows nothing of the command line 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,8 @@ from torch.utils.data import Dataset
 
 from .distributed import DistInfo
 from .runtime import autocast
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -74,6 +77,14 @@ class Task:
     config_class: type = object
     main_metric: str = ""  # key of the evaluator's metrics that selects best.pt (higher is better)
     default_preset: str = ""
+
+    def note_skipped(self, messages: list[str]) -> None:
+        """Warn once per unreadable item a training batch replaced (datasets built with
+        ``skip_bad_images`` report them in the batch's ``skipped``)."""
+        reported = self.__dict__.setdefault("_skipped_reported", set())
+        for m in sorted(set(messages) - reported):
+            log.warning("skipped: %s", m)
+        reported |= set(messages)
 
     def presets(self) -> dict[str, Callable[[], Any]]:
         raise NotImplementedError

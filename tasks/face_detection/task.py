@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +23,6 @@ from resvision.tasks.engine.task import EvalContext, Evaluator, Task
 from .config import PRESETS, FaceDetConfig
 from .evaluation import FaceBoxEvaluator, WiderFaceEvaluator
 from .model import build_model
-
-log = logging.getLogger(__name__)
 
 VAL_SEED_OFFSET = 7919  # the synthetic validation scenes' seed: data.synthetic_seed + this
 
@@ -54,9 +51,6 @@ class FaceDetectionTask(Task):
     config_class = FaceDetConfig
     main_metric = "AP50"  # COCO AP at IoU 0.5 (json, synthetic); the hard setting (WIDER)
     default_preset = "retinaface_r18_synthetic"
-
-    def __init__(self) -> None:
-        self.skipped: set[str] = set()  # unreadable images reported so far (each named once)
 
     def presets(self):
         return PRESETS
@@ -117,18 +111,13 @@ class FaceDetectionTask(Task):
             "skipped": [s for it in items for s in it["skipped"]],
         }
 
-    def _note_skipped(self, messages: list[str]) -> None:
-        for m in set(messages) - self.skipped:
-            log.warning("skipped: %s", m)
-        self.skipped |= set(messages)
-
     # -- model and losses -------------------------------------------------------------------
     def build_model(self, cfg: FaceDetConfig) -> RetinaFace:
         return build_model(cfg)
 
     def training_losses(self, model: nn.Module, batch: dict[str, Any]):
         if batch["skipped"]:
-            self._note_skipped(batch["skipped"])
+            self.note_skipped(batch["skipped"])
         return model(batch["images"], batch["targets"])
 
     # -- evaluation -------------------------------------------------------------------------
@@ -142,7 +131,7 @@ class FaceDetectionTask(Task):
 
     def predict_batch(self, model: nn.Module, batch: dict[str, Any], ctx: EvalContext):
         if batch["skipped"]:
-            self._note_skipped(batch["skipped"])
+            self.note_skipped(batch["skipped"])
         with ctx.autocast():
             return model(batch["images"])
 
