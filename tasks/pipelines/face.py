@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from resvision.datasets.images import ImageInput, as_image_list, image_to_array
+from resvision.datasets.inputs import InputImage
+from resvision.tasks.engine.bulk import BulkJob, Entry, LoadedBatch
+from resvision.tasks.engine.streams import NpzWriter
 from resvision.tasks.face.inference import Embedder
 from resvision.tasks.face_detection.inference import FaceDetector
 
@@ -227,3 +231,83 @@ class FacePipeline:
             for p, r in enumerate(results):
                 r.embeddings = vectors[owner == p]
         return results
+
+
+class FaceGalleryBulk(BulkJob):
+    """``face embed PHOTOS --detector RUN`` over a collection: every face of every photo found,
+    aligned and embedded, into a gallery ``.npz`` (:class:`FaceGallery`'s layout) assembled
+    from the engine's parts. Detectors pad a batch to its largest photo, so photos of similar
+    shape are batched together."""
+
+    group_by_aspect = True
+
+    def __init__(self, pipeline: FacePipeline, out: Path, *, depends_on: dict[str, Any]) -> None:
+        super().__init__(depends_on)
+        self.pipeline, self.out = pipeline, Path(out)
+
+    def process(self, batch: LoadedBatch, inputs: Sequence[InputImage]) -> list[Entry]:
+        readable = [(i, rgb) for i, rgb in zip(batch.indices, batch.items) if rgb is not None]
+        entries = {i: Entry(i, skipped=e) for i, e in zip(batch.indices, batch.errors) if e}
+        found = self.pipeline(
+            [rgb.numpy() for _, rgb in readable],
+            names=[inputs[i].name for i, _ in readable],
+            batch_size=max(1, len(readable)),
+        )
+        for (i, _), r in zip(readable, found):
+            arrays = {
+                "boxes": r.boxes.astype(np.float32).reshape(-1, 4),
+                "scores": r.scores.astype(np.float32),
+                "landmarks": r.landmarks.astype(np.float32).reshape(-1, 5, 2),
+                "embeddings": r.embeddings.astype(np.float32),
+            }
+            record = {"unaligned": r.skipped, "below_min_size": r.below_min_size}
+            entries[i] = Entry(i, record, arrays)
+        return [entries[i] for i in batch.indices]
+
+    def assemble(self, entries: Iterator[tuple[InputImage, Entry]]) -> dict[str, Any]:
+        size = self.pipeline.embedder.model.embedding_size
+        writer = NpzWriter(self.out)
+        report = {"photos": 0, "faces": 0, "without_faces": 0, "unaligned": 0, "below_min_size": 0}
+        try:
+            for key, dtype, shape in (
+                ("embeddings", np.float32, (size,)),
+                ("names", str, ()),
+                ("labels", str, ()),
+                ("photos", str, ()),
+                ("paths", str, ()),
+                ("face_index", np.int64, ()),
+                ("boxes", np.float32, (4,)),
+                ("scores", np.float32, ()),
+                ("landmarks", np.float32, (5, 2)),
+                ("photos_without_faces", str, ()),
+            ):
+                writer.declare(key, dtype, shape)
+            for item, entry in entries:
+                k = len(entry.arrays["scores"])
+                report["photos"] += 1
+                report["faces"] += k
+                report["unaligned"] += len(entry.record["unaligned"])
+                report["below_min_size"] += entry.record["below_min_size"]
+                if not k:
+                    report["without_faces"] += 1
+                    writer.append(photos_without_faces=[item.name])
+                    continue
+                writer.append(
+                    embeddings=entry.arrays["embeddings"],
+                    names=[f"{item.name}#{j}" for j in range(k)],
+                    labels=[person_label(item.name)] * k,
+                    photos=[item.name] * k,
+                    paths=[str(item.path.resolve())] * k,
+                    face_index=np.arange(k),
+                    boxes=entry.arrays["boxes"],
+                    scores=entry.arrays["scores"],
+                    landmarks=entry.arrays["landmarks"],
+                )
+            if report["photos"]:
+                writer.close()
+            else:
+                writer.abort()
+        except BaseException:
+            writer.abort()
+            raise
+        return report | {"dimension": size}
