@@ -135,6 +135,12 @@ def image_to_tensor(image: ImageInput) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1)
 
 
+def load_image_tensor(image: ImageInput, extra: object = None) -> torch.Tensor:
+    """:func:`image_to_tensor` in the bulk path's loader signature (``extra`` is ignored):
+    what the predictors' decoding workers hand over."""
+    return image_to_tensor(image)
+
+
 def as_image_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
     """One image or several: a single path, PIL image, ``(H, W, 3)`` array or ``(3, H, W)``
     tensor becomes a list of one; an ``(N, H, W, 3)`` array or ``(N, 3, H, W)`` tensor a list of

@@ -67,3 +67,7 @@ FACE_DETECTION = _command(
     "face_detection",
     "ours vs the PyTorch port's RetinaFace: images/s, identical detections, training step",
 )
+PREDICT = _command(
+    "predict",
+    "a collection of image files: the loop before the bulk path against it (workers), memory",
+)

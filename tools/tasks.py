@@ -46,6 +46,7 @@ COMMANDS = {
     ("benchmark", "face"): "benchmark_cmd:FACE",
     ("benchmark", "face-detection"): "benchmark_cmd:FACE_DETECTION",
     ("benchmark", "depth"): "benchmark_cmd:DEPTH",
+    ("benchmark", "predict"): "benchmark_cmd:PREDICT",
     ("face", "embed"): "predict:FACE",
     ("face", "search"): "face_cmd:SEARCH",
     ("face", "verify"): "face_cmd:VERIFY",

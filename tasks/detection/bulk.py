@@ -72,13 +72,13 @@ class DetectionBulk(BulkJob):
         self.colours = class_colours(len(detector.class_names))
 
     def process(self, batch: LoadedBatch, inputs: Sequence[InputImage]) -> list[Entry]:
-        readable = [(i, rgb) for i, rgb in zip(batch.indices, batch.items) if rgb is not None]
+        readable = batch.readable()
         found = self.detector.predict(
             [rgb.permute(2, 0, 1) for _, rgb in readable],
             batch_size=max(1, len(readable)),
             tta=self.tta,
         )
-        entries = {i: Entry(i, skipped=e) for i, e in zip(batch.indices, batch.errors) if e}
+        entries = {}
         for (i, rgb), r in zip(readable, found):
             picture = rgb.numpy()
             shown = r["scores"] >= self.score_threshold
@@ -98,7 +98,7 @@ class DetectionBulk(BulkJob):
                 "drawn": int(shown.sum()),
             }
             entries[i] = Entry(i, record)
-        return [entries[i] for i in batch.indices]
+        return batch.entries(entries)
 
     def assemble(self, entries: Iterator[tuple[InputImage, Entry]]) -> dict[str, Any]:
         names, ids = self.detector.class_names, self.detector.category_ids

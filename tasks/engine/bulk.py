@@ -126,6 +126,17 @@ class LoadedBatch:
     errors: list[str | None]
     problem: str | None = None  # set when the batch cannot be run (the main process raises it)
 
+    def readable(self) -> list[tuple[int, Any]]:
+        """``(input index, item)`` of the images that could be read."""
+        return [(i, x) for i, x, e in zip(self.indices, self.items, self.errors) if e is None]
+
+    def entries(self, kept: dict[int, Entry]) -> list[Entry]:
+        """One entry per image, in the batch's order: ``kept[i]`` for the images read, a
+        skipped entry (with the reason) for the others."""
+        return [
+            kept[i] if e is None else Entry(i, skipped=e) for i, e in zip(self.indices, self.errors)
+        ]
+
     def pin_memory(self) -> LoadedBatch:
         self.items = [_pin(x) for x in self.items]
         return self
@@ -364,6 +375,35 @@ def load_batches(
         persistent_workers=False,
     )
     yield from loader
+
+
+def image_batches(
+    images: Sequence[Any],
+    batch_size: int,
+    *,
+    load: Loader,
+    workers: int = 0,
+    extras: Sequence | None = None,
+) -> Iterator[list[Any]]:
+    """Consecutive batches of ``load(image, extra)`` for a predictor's ``predict``: only a few
+    batches are in memory at once, however many images are given. When every image is a file
+    and there is more than one batch, ``workers`` processes read them, a few batches ahead, in
+    order. An unreadable file raises :class:`ImageReadError`."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}: give at least 1")
+    extras = list(extras) if extras is not None else [None] * len(images)
+    files = all(isinstance(x, str | os.PathLike) for x in images)
+    if not files or workers <= 0 or len(images) <= batch_size:
+        for start in range(0, len(images), batch_size):
+            chunk = zip(images[start : start + batch_size], extras[start : start + batch_size])
+            yield [load(x, e) for x, e in chunk]
+        return
+    plan = BatchPlan([str(x) for x in images], batch_size, window_batches=1, extras=extras)
+    for batch in load_batches(plan, load, workers=workers):  # one batch per window: in order
+        for error in batch.errors:
+            if error is not None:
+                raise ImageReadError(error)
+        yield batch.items
 
 
 # -- progress ----------------------------------------------------------------------------------
@@ -626,7 +666,8 @@ class BulkRun:
                     skipped = sum(e is not None for e in batch.errors)
                     progress.update(len(batch.indices) - skipped, skipped)
                     if stop.received:
-                        raise BulkStopped(stop.received, self.done_before + progress.done)
+                        handled = progress.done + progress.skipped
+                        raise BulkStopped(stop.received, self.done_before + handled)
         finally:
             os.fsync(fd)
             os.close(fd)

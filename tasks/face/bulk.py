@@ -32,14 +32,14 @@ class EmbeddingsBulk(BulkJob):
         return functools.partial(read_face_crop, image_size=self.embedder.image_size)
 
     def process(self, batch: LoadedBatch, inputs: Sequence[InputImage]) -> list[Entry]:
-        readable = [(i, c) for i, c in zip(batch.indices, batch.items) if c is not None]
-        entries = {i: Entry(i, skipped=e) for i, e in zip(batch.indices, batch.errors) if e}
+        readable = batch.readable()
+        entries = {}
         if readable:
             crops = torch.stack([c for _, c in readable])
             vectors = self.embedder.embed_crops(crops, flip=self.flip)
             for (i, _), v in zip(readable, vectors):
                 entries[i] = Entry(i, arrays={"embeddings": v[None]})
-        return [entries[i] for i in batch.indices]
+        return batch.entries(entries)
 
     def assemble(self, entries: Iterator[tuple[InputImage, Entry]]) -> dict[str, Any]:
         writer = NpzWriter(self.out)

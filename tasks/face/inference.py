@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,8 +11,9 @@ import numpy as np
 import torch
 
 from resvision.datasets.face import norm_crop, resize_square
-from resvision.datasets.images import ImageInput, as_image_list, image_to_array, read_rgb
+from resvision.datasets.images import ImageInput, as_image_list, image_to_array
 from resvision.heads.embedding import EmbeddingModel
+from resvision.tasks.engine.bulk import image_batches
 from resvision.tasks.engine.runtime import autocast
 
 from .model import load_model
@@ -27,10 +29,12 @@ def face_crop(image: np.ndarray, landmarks: np.ndarray | None, image_size: int) 
     return resize_square(np.ascontiguousarray(image).astype(np.uint8), image_size)
 
 
-def read_face_crop(path: str | os.PathLike, landmarks: np.ndarray | None, *, image_size: int):
-    """:func:`face_crop` of an image file as an ``(S, S, 3)`` uint8 tensor (what the bulk
-    path's workers hand over)."""
-    return torch.from_numpy(face_crop(read_rgb(path), landmarks, image_size))
+def read_face_crop(
+    image: ImageInput, landmarks: np.ndarray | None, *, image_size: int
+) -> torch.Tensor:
+    """:func:`face_crop` of an image (a file, an array...) as an ``(S, S, 3)`` uint8 tensor
+    (what the bulk path's workers hand over)."""
+    return torch.from_numpy(face_crop(image_to_array(image), landmarks, image_size))
 
 
 def save_embeddings(path: str | os.PathLike, embeddings: np.ndarray, names: Sequence[str]) -> Path:
@@ -112,21 +116,20 @@ class Embedder:
         landmarks: Sequence[np.ndarray | None] | None = None,
         flip: bool = True,
         batch_size: int = 64,
+        workers: int = 0,
     ) -> np.ndarray:
         """``(N, D)`` unit-length embeddings of face images (paths, RGB arrays, PIL images or
         tensors; aligned crops, or photos with ``landmarks`` to align them); ``flip`` adds the
-        mirrored image's embedding before normalizing."""
+        mirrored image's embedding before normalizing. Files are read and aligned a few batches
+        ahead, by ``workers`` processes when given."""
         images = as_image_list(images)
-        landmarks = landmarks if landmarks is not None else [None] * len(images)
-        out = []
-        for start in range(0, len(images), batch_size):
-            crops = [
-                self.prepare(img, lm)
-                for img, lm in zip(
-                    images[start : start + batch_size], landmarks[start : start + batch_size]
-                )
-            ]
-            out.append(self.embed_crops(np.stack(crops), flip=flip))
+        load = functools.partial(read_face_crop, image_size=self.image_size)
+        out = [
+            self.embed_crops(torch.stack(crops), flip=flip)
+            for crops in image_batches(
+                images, batch_size, load=load, workers=workers, extras=landmarks
+            )
+        ]
         return np.concatenate(out) if out else np.zeros((0, self.model.embedding_size), np.float32)
 
     def predict(

@@ -51,13 +51,13 @@ class FaceDetectionBulk(BulkJob):
         self.score_threshold = score_threshold
 
     def process(self, batch: LoadedBatch, inputs: Sequence[InputImage]) -> list[Entry]:
-        readable = [(i, rgb) for i, rgb in zip(batch.indices, batch.items) if rgb is not None]
+        readable = batch.readable()
         found = self.detector.detect(
             [rgb.permute(2, 0, 1) for _, rgb in readable],
             batch_size=max(1, len(readable)),
             score_threshold=self.score_threshold,
         )
-        entries = {i: Entry(i, skipped=e) for i, e in zip(batch.indices, batch.errors) if e}
+        entries = {}
         for (i, rgb), r in zip(readable, found):
             picture = rgb.numpy()
             captions = [f"{s:.2f}" for s in r["scores"]]
@@ -71,7 +71,7 @@ class FaceDetectionBulk(BulkJob):
                 "faces": faces_record(r),
             }
             entries[i] = Entry(i, record)
-        return [entries[i] for i in batch.indices]
+        return batch.entries(entries)
 
     def assemble(self, entries: Iterator[tuple[InputImage, Entry]]) -> dict[str, Any]:
         count = 0

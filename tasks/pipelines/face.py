@@ -22,13 +22,14 @@ import numpy as np
 
 from resvision.datasets.images import ImageInput, as_image_list, image_to_array
 from resvision.datasets.inputs import InputImage
-from resvision.tasks.engine.bulk import BulkJob, Entry, LoadedBatch
+from resvision.tasks.engine.bulk import BulkJob, Entry, LoadedBatch, image_batches
 from resvision.tasks.engine.streams import NpzWriter
 from resvision.tasks.face.inference import Embedder
 from resvision.tasks.face_detection.inference import FaceDetector
 
 log = logging.getLogger(__name__)
 
+EMBED_BATCH = 64  # faces per pass of the embedding model
 MIN_EYE_DISTANCE = 3.0  # pixels: closer eyes cannot be aligned to a 112 px crop meaningfully
 
 
@@ -90,6 +91,11 @@ class FaceGallery:
             embeddings=data["embeddings"].astype(np.float32),
             photos_without_faces=data["photos_without_faces"],
         )
+
+
+def load_rgb_array(image: ImageInput, extra: object = None) -> np.ndarray:
+    """An ``(H, W, 3)`` RGB array of any image input (the bulk path's loader signature)."""
+    return image_to_array(image)
 
 
 def person_label(photo: str) -> str:
@@ -187,12 +193,22 @@ class FacePipeline:
         *,
         names: Sequence[str] | None = None,
         batch_size: int = 8,
+        workers: int = 0,
     ) -> list[PhotoFaces]:
         """The faces of each image (paths, RGB arrays, PIL images or tensors); ``names`` are
-        used in the messages about skipped faces (default: the image's position)."""
-        photos = [image_to_array(img) for img in as_image_list(images)]
-        names = list(names) if names is not None else [f"image {i}" for i in range(len(photos))]
-        detections = self.detector.detect(photos, batch_size=batch_size)
+        used in the messages about skipped faces (default: the image's position). Photos go
+        ``batch_size`` at a time through the detector, then their faces through the embedding
+        model; files are read a few batches ahead, by ``workers`` processes when given."""
+        images = as_image_list(images)
+        names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
+        results: list[PhotoFaces] = []
+        for photos in image_batches(images, batch_size, load=load_rgb_array, workers=workers):
+            results += self._photo_faces(photos, names[len(results) : len(results) + len(photos)])
+        return results
+
+    def _photo_faces(self, photos: list[np.ndarray], names: list[str]) -> list[PhotoFaces]:
+        """Detect, select, align and embed the faces of one batch of RGB photos."""
+        detections = self.detector.detect(photos, batch_size=len(photos))
         pending: list[tuple[int, int]] = []  # (photo, face) to embed
         results = []
         for p, (found, name) in enumerate(zip(detections, names)):
@@ -225,7 +241,7 @@ class FacePipeline:
                 [photos[p] for p, _ in pending],
                 landmarks=[results[p].landmarks[k] for p, k in pending],
                 flip=self.flip,
-                batch_size=max(batch_size, 1) * 8,
+                batch_size=EMBED_BATCH,
             )
             owner = np.array([p for p, _ in pending])
             for p, r in enumerate(results):
@@ -246,8 +262,8 @@ class FaceGalleryBulk(BulkJob):
         self.pipeline, self.out = pipeline, Path(out)
 
     def process(self, batch: LoadedBatch, inputs: Sequence[InputImage]) -> list[Entry]:
-        readable = [(i, rgb) for i, rgb in zip(batch.indices, batch.items) if rgb is not None]
-        entries = {i: Entry(i, skipped=e) for i, e in zip(batch.indices, batch.errors) if e}
+        readable = batch.readable()
+        entries = {}
         found = self.pipeline(
             [rgb.numpy() for _, rgb in readable],
             names=[inputs[i].name for i, _ in readable],
@@ -262,7 +278,7 @@ class FaceGalleryBulk(BulkJob):
             }
             record = {"unaligned": r.skipped, "below_min_size": r.below_min_size}
             entries[i] = Entry(i, record, arrays)
-        return [entries[i] for i in batch.indices]
+        return batch.entries(entries)
 
     def assemble(self, entries: Iterator[tuple[InputImage, Entry]]) -> dict[str, Any]:
         size = self.pipeline.embedder.model.embedding_size

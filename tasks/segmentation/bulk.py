@@ -37,13 +37,13 @@ class SegmentationBulk(BulkJob):
         self.colours = overlay_palette(len(segmenter.class_names))
 
     def process(self, batch: LoadedBatch, inputs: Sequence[InputImage]) -> list[Entry]:
-        readable = [(i, rgb) for i, rgb in zip(batch.indices, batch.items) if rgb is not None]
+        readable = batch.readable()
         found = self.segmenter.predict(
             [rgb.permute(2, 0, 1) for _, rgb in readable],
             batch_size=max(1, len(readable)),
             progress=self.progress,
         )
-        entries = {i: Entry(i, skipped=e) for i, e in zip(batch.indices, batch.errors) if e}
+        entries = {}
         k = len(self.segmenter.class_names)
         for (i, rgb), labels in zip(readable, found):
             label_path, overlay_path = self.outputs[i]
@@ -57,7 +57,7 @@ class SegmentationBulk(BulkJob):
             )
             counts = np.bincount(labels.reshape(-1), minlength=k)[:k].astype(np.int64)
             entries[i] = Entry(i, arrays={"pixels": counts[None]})
-        return [entries[i] for i in batch.indices]
+        return batch.entries(entries)
 
     def assemble(self, entries: Iterator[tuple[InputImage, Entry]]) -> dict[str, Any]:
         return {"pixel_share": pixel_share(e.arrays["pixels"][0] for _, e in entries)}
