@@ -85,7 +85,10 @@ def check_bulk_outputs(
     parts: Path,
 ) -> None:
     """The output rules with ``--resume``: an unfinished run is continued only with
-    ``--resume`` (its own outputs may then exist), never mixed into silently."""
+    ``--resume`` (its own outputs may then exist), never mixed into silently. Every rank of a
+    torchrun launch checks (so every rank stops on a problem); call it after
+    :func:`bulk_device`."""
+    from resvision.tasks.engine import distributed as D
     from resvision.tasks.engine.bulk import unfinished_run
 
     if args.resume and args.overwrite:
@@ -99,6 +102,7 @@ def check_bulk_outputs(
         input_folders=input_folders(args.inputs),
         overwrite=args.overwrite or bool(unfinished and args.resume),
     )
+    D.barrier()  # under torchrun: every rank has checked before rank 0 creates the parts
 
 
 def bulk_device(args: argparse.Namespace):
@@ -192,13 +196,13 @@ def predict_segmentation(args: argparse.Namespace) -> int:
     out = Path(args.out)
     outputs = [(out / f"{stems[i.path]}.png", out / f"{stems[i.path]}_overlay.jpg") for i in images]
     parts = parts_folder(out)
+    device = bulk_device(args)
     check_bulk_outputs(args, images, [p for pair in outputs for p in pair], parts)
     overrides = list(args.set)
     if args.mode:
         overrides.append(f"inference.mode={args.mode}")
     if args.tta:
         overrides += ["inference.flip=true", "inference.scales=[0.75,1.0,1.25]"]
-    device = bulk_device(args)
     seg = Segmenter.from_checkpoint(args.checkpoint, device=str(device), overrides=overrides)
     windows = lambda chunks, total: progress(chunks, total=total, desc="windows")  # noqa: E731
     job = SegmentationBulk(
@@ -248,8 +252,8 @@ def predict_detection(args: argparse.Namespace) -> int:
     out = Path(args.out)
     drawn = [out / f"{stems[i.path]}.jpg" for i in images]
     parts = parts_folder(out)
-    check_bulk_outputs(args, images, [*drawn, *(out / f for f in OUTPUT_FILES)], parts)
     device = bulk_device(args)
+    check_bulk_outputs(args, images, [*drawn, *(out / f for f in OUTPUT_FILES)], parts)
     det = Detector.from_checkpoint(args.checkpoint, device=str(device), overrides=args.set)
     job = DetectionBulk(
         det,
@@ -302,8 +306,8 @@ def predict_face_detection(args: argparse.Namespace) -> int:
     out = Path(args.out)
     drawn = [out / f"{stems[i.path]}.jpg" for i in images]
     parts = parts_folder(out)
-    check_bulk_outputs(args, images, [*drawn, out / "faces.json"], parts)
     device = bulk_device(args)
+    check_bulk_outputs(args, images, [*drawn, out / "faces.json"], parts)
     det = FaceDetector.from_checkpoint(args.checkpoint, device=str(device), overrides=args.set)
     job = FaceDetectionBulk(
         det,
@@ -388,6 +392,7 @@ def embed_faces(args: argparse.Namespace) -> int:
     images = expand_inputs(args.inputs)
     out = _npz_output(args, "embeddings file")
     parts = parts_folder(out, file=True)
+    device = bulk_device(args)
     check_bulk_outputs(args, images, [out], parts)
     extras = None
     if args.landmarks:
@@ -399,7 +404,6 @@ def embed_faces(args: argparse.Namespace) -> int:
                 f"{missing[:3]}"
             )
         extras = np.stack([np.asarray(table[i.name], np.float32).reshape(5, 2) for i in images])
-    device = bulk_device(args)
     emb = Embedder.from_checkpoint(args.checkpoint, device=str(device), overrides=args.set)
     job = EmbeddingsBulk(
         emb,
@@ -437,8 +441,8 @@ def embed_detected_faces(args: argparse.Namespace) -> int:
     images = expand_inputs(args.inputs)
     out = _npz_output(args, "gallery")
     parts = parts_folder(out, file=True)
-    check_bulk_outputs(args, images, [out], parts)
     device = bulk_device(args)
+    check_bulk_outputs(args, images, [out], parts)
     pipeline = FacePipeline(
         FaceDetector.from_checkpoint(args.detector, device=str(device)),
         Embedder.from_checkpoint(args.checkpoint, device=str(device), overrides=args.set),

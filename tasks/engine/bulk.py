@@ -435,7 +435,7 @@ class BulkProgress:
             return
         done_all, skipped_all = self._totals()
         if self.bar is not None:
-            self.bar.n = self.done_before + done_all
+            self.bar.n = self.done_before + done_all + skipped_all
             self.bar.set_postfix(skipped=skipped_all, refresh=False)
             self.bar.refresh()
         elif now - self.last >= self.every:
@@ -443,11 +443,13 @@ class BulkProgress:
             print(self.line(done_all, skipped_all, now), file=sys.stderr, flush=True)
 
     def line(self, done: int, skipped: int, now: float) -> str:
-        rate = done / max(now - self.start, 1e-9)
-        left = self.total - self.done_before - done
+        """``images: handled/total, rate, eta, skips`` (handled: done or skipped)."""
+        handled = done + skipped
+        rate = handled / max(now - self.start, 1e-9)
+        left = self.total - self.done_before - handled
         eta = f", eta {left / rate:.0f} s" if rate > 0 else ""
         skips = f", {skipped} skipped" if skipped else ""
-        return f"images: {self.done_before + done}/{self.total}, {rate:.1f} images/s{eta}{skips}"
+        return f"images: {self.done_before + handled}/{self.total}, {rate:.1f} images/s{eta}{skips}"
 
     def _write(self) -> None:
         state = {"done": self.done, "skipped": self.skipped}

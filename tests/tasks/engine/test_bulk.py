@@ -268,3 +268,16 @@ def test_two_ranks_share_the_work_and_write_what_one_process_writes(tmp_path):
     assert {log.name[:6] for log in (out / ".parts").glob("*.log")} == {"r00000", "r00001"}
     _finish(*common, "--resume")
     assert _outputs(out) == reference
+
+
+def test_rank_0_reports_the_progress_of_every_rank(tmp_path, capsys):
+    from resvision.tasks.engine.bulk import BulkProgress
+
+    zero = BulkProgress(tmp_path, 0, total=100, done_before=10, every=0.0)
+    one = BulkProgress(tmp_path, 1, total=100, done_before=10, every=0.0)
+    one.update(30, 2)
+    one.close()  # a rank writes its counts every few seconds, and when it stops
+    zero.update(20, 0)
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("images: 62/100, ") and "images/s, eta" in line
+    assert line.endswith("2 skipped")
