@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,39 @@ def bulk_device(args: argparse.Namespace):
     return resolve_device(args.device, dist)
 
 
+@dataclass
+class BulkOutputs:
+    """A bulk command's inputs, outputs and device, checked (:func:`prepare_outputs`)."""
+
+    images: list[InputImage]
+    out: Path
+    per_image: list[list[Path]]  # each input's own outputs
+    parts: Path
+    device: Any
+
+
+def prepare_outputs(
+    args: argparse.Namespace, *, endings: tuple[str, ...] = (), aggregated: tuple[str, ...] = ()
+) -> BulkOutputs:
+    """Expand the inputs, name their outputs (``--out`` is a folder: each input's stem plus each
+    of ``endings``, and the ``aggregated`` files; or an ``.npz`` file when ``endings`` and
+    ``aggregated`` are empty), join a torchrun launch and check the output rules."""
+    images = expand_inputs(args.inputs)
+    out = Path(args.out)
+    if endings or aggregated:
+        stems = output_stems(images)
+        per_image = [[out / f"{stems[i.path]}{e}" for e in endings] for i in images]
+        outputs = [p for paths in per_image for p in paths] + [out / f for f in aggregated]
+        parts = parts_folder(out)
+    else:
+        if out.suffix != ".npz":
+            raise ValueError(f"--out {args.out!r}: the embeddings are written as an .npz file")
+        per_image, outputs, parts = [[] for _ in images], [out], parts_folder(out, file=True)
+    device = bulk_device(args)
+    check_bulk_outputs(args, images, outputs, parts)
+    return BulkOutputs(images, out, per_image, parts, device)
+
+
 def depends_on(args: argparse.Namespace, device, **options: Any) -> dict[str, Any]:
     """What a run's outputs depend on (a resume must match it): the model file's sha256, the
     overrides and the command's options."""
@@ -130,26 +164,26 @@ def depends_on(args: argparse.Namespace, device, **options: Any) -> dict[str, An
     }
 
 
-def run_bulk_command(args: argparse.Namespace, job, images, parts: Path, device, **options):
+def run_bulk_command(args: argparse.Namespace, job, run: BulkOutputs, **options):
     """Run ``job`` on the bulk path; a stop by SIGTERM/SIGINT prints how to resume."""
     from resvision.tasks.engine.bulk import BulkStopped, run_bulk
 
     try:
         result = run_bulk(
             job,
-            images,
-            parts,
+            run.images,
+            run.parts,
             batch_size=options.pop("batch_size", args.batch_size),
             workers=args.workers,
             resume=args.resume,
             overwrite=args.overwrite,
             strict=args.strict,
-            device=device,
+            device=run.device,
             **options,
         )
     except BulkStopped as e:
         print(
-            f"{e}: {plural(e.done, 'image')} of {len(images)} done; continue with the same "
+            f"{e}: {plural(e.done, 'image')} of {len(run.images)} done; continue with the same "
             "command and --resume",
             file=sys.stderr,
         )
@@ -191,30 +225,24 @@ def predict_segmentation(args: argparse.Namespace) -> int:
 
     from .outputs import progress
 
-    images = expand_inputs(args.inputs)
-    stems = output_stems(images)
-    out = Path(args.out)
-    outputs = [(out / f"{stems[i.path]}.png", out / f"{stems[i.path]}_overlay.jpg") for i in images]
-    parts = parts_folder(out)
-    device = bulk_device(args)
-    check_bulk_outputs(args, images, [p for pair in outputs for p in pair], parts)
+    run = prepare_outputs(args, endings=(".png", "_overlay.jpg"))
     overrides = list(args.set)
     if args.mode:
         overrides.append(f"inference.mode={args.mode}")
     if args.tta:
         overrides += ["inference.flip=true", "inference.scales=[0.75,1.0,1.25]"]
-    seg = Segmenter.from_checkpoint(args.checkpoint, device=str(device), overrides=overrides)
+    seg = Segmenter.from_checkpoint(args.checkpoint, device=str(run.device), overrides=overrides)
     windows = lambda chunks, total: progress(chunks, total=total, desc="windows")  # noqa: E731
     job = SegmentationBulk(
         seg,
-        outputs,
+        run.per_image,
         progress=windows,
-        depends_on=depends_on(args, device, task="segmentation", mode=args.mode, tta=args.tta),
+        depends_on=depends_on(args, run.device, task="segmentation", mode=args.mode, tta=args.tta),
     )
-    result = run_bulk_command(args, job, images, parts, device)
+    result = run_bulk_command(args, job, run)
     if result is None:
         return 0
-    print(f"{summary(result)} in {result.seconds:.1f} s -> {out}")
+    print(f"{summary(result)} in {result.seconds:.1f} s -> {run.out}")
     share = result.report["pixel_share"]
     if result.images:
         shown = ", ".join(f"{n} {100 * s:.1f}%" for n, s in zip(seg.class_names, share) if s > 0)
@@ -247,30 +275,24 @@ def predict_detection(args: argparse.Namespace) -> int:
     from resvision.tasks.detection.bulk import OUTPUT_FILES, DetectionBulk
     from resvision.tasks.detection.inference import Detector
 
-    images = expand_inputs(args.inputs)
-    stems = output_stems(images)
-    out = Path(args.out)
-    drawn = [out / f"{stems[i.path]}.jpg" for i in images]
-    parts = parts_folder(out)
-    device = bulk_device(args)
-    check_bulk_outputs(args, images, [*drawn, *(out / f for f in OUTPUT_FILES)], parts)
-    det = Detector.from_checkpoint(args.checkpoint, device=str(device), overrides=args.set)
+    run = prepare_outputs(args, endings=(".jpg",), aggregated=OUTPUT_FILES)
+    det = Detector.from_checkpoint(args.checkpoint, device=str(run.device), overrides=args.set)
     job = DetectionBulk(
         det,
-        out,
-        drawn,
+        run.out,
+        [paths[0] for paths in run.per_image],
         score_threshold=args.score_threshold,
         tta=args.tta,
         depends_on=depends_on(
-            args, device, task="detection", score_threshold=args.score_threshold, tta=args.tta
+            args, run.device, task="detection", score_threshold=args.score_threshold, tta=args.tta
         ),
     )
-    result = run_bulk_command(args, job, images, parts, device)
+    result = run_bulk_command(args, job, run)
     if result is None:
         return 0
     print(
         f"{summary(result)}, {plural(result.report['drawn'], 'detection')} with score >= "
-        f"{args.score_threshold} in {result.seconds:.1f} s -> {out} (drawn images, "
+        f"{args.score_threshold} in {result.seconds:.1f} s -> {run.out} (drawn images, "
         "detections.json, COCO results coco_results.json with its image list coco_images.json)"
     )
     return exit_code(result)
@@ -301,29 +323,23 @@ def predict_face_detection(args: argparse.Namespace) -> int:
     from resvision.tasks.face_detection.bulk import FaceDetectionBulk
     from resvision.tasks.face_detection.inference import FaceDetector
 
-    images = expand_inputs(args.inputs)
-    stems = output_stems(images)
-    out = Path(args.out)
-    drawn = [out / f"{stems[i.path]}.jpg" for i in images]
-    parts = parts_folder(out)
-    device = bulk_device(args)
-    check_bulk_outputs(args, images, [*drawn, out / "faces.json"], parts)
-    det = FaceDetector.from_checkpoint(args.checkpoint, device=str(device), overrides=args.set)
+    run = prepare_outputs(args, endings=(".jpg",), aggregated=("faces.json",))
+    det = FaceDetector.from_checkpoint(args.checkpoint, device=str(run.device), overrides=args.set)
     job = FaceDetectionBulk(
         det,
-        out,
-        drawn,
+        run.out,
+        [paths[0] for paths in run.per_image],
         score_threshold=args.score_threshold,
         depends_on=depends_on(
-            args, device, task="face-detection", score_threshold=args.score_threshold
+            args, run.device, task="face-detection", score_threshold=args.score_threshold
         ),
     )
-    result = run_bulk_command(args, job, images, parts, device)
+    result = run_bulk_command(args, job, run)
     if result is None:
         return 0
     print(
         f"{summary(result)}, {plural(result.report['faces'], 'face')} with score >= "
-        f"{args.score_threshold} in {result.seconds:.1f} s -> {out} (drawn images, faces.json: "
+        f"{args.score_threshold} in {result.seconds:.1f} s -> {run.out} (drawn images, faces.json: "
         "box xyxy, score and five landmarks per face)"
     )
     return exit_code(result)
@@ -372,13 +388,6 @@ def _face_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _npz_output(args: argparse.Namespace, what: str) -> Path:
-    out = Path(args.out)
-    if out.suffix != ".npz":
-        raise ValueError(f"--out {args.out!r}: the {what} is written as an .npz file")
-    return out
-
-
 def embed_faces(args: argparse.Namespace) -> int:
     if getattr(args, "detector", None):
         return embed_detected_faces(args)
@@ -389,12 +398,8 @@ def embed_faces(args: argparse.Namespace) -> int:
     from resvision.tasks.face.bulk import EmbeddingsBulk
     from resvision.tasks.face.inference import Embedder
 
-    images = expand_inputs(args.inputs)
-    out = _npz_output(args, "embeddings file")
-    parts = parts_folder(out, file=True)
-    device = bulk_device(args)
-    check_bulk_outputs(args, images, [out], parts)
-    extras = None
+    run = prepare_outputs(args)
+    images, extras = run.images, None
     if args.landmarks:
         table = read_landmarks(args.landmarks)
         missing = [i.name for i in images if i.name not in table]
@@ -404,25 +409,26 @@ def embed_faces(args: argparse.Namespace) -> int:
                 f"{missing[:3]}"
             )
         extras = np.stack([np.asarray(table[i.name], np.float32).reshape(5, 2) for i in images])
-    emb = Embedder.from_checkpoint(args.checkpoint, device=str(device), overrides=args.set)
+    emb = Embedder.from_checkpoint(args.checkpoint, device=str(run.device), overrides=args.set)
     job = EmbeddingsBulk(
         emb,
-        out,
+        run.out,
         flip=not args.no_flip,
         depends_on=depends_on(
             args,
-            device,
+            run.device,
             task="face",
             flip=not args.no_flip,
             landmarks=file_digest(args.landmarks) if args.landmarks else None,
         ),
     )
-    result = run_bulk_command(args, job, images, parts, device, extras=extras)
+    result = run_bulk_command(args, job, run, extras=extras)
     if result is None:
         return 0
     if result.report["written"]:
         rate = result.images / max(result.seconds, 1e-9)
-        print(f"{summary(result)} -> {out} ({result.report['dimension']}-d, {rate:.1f} images/s)")
+        dimension = result.report["dimension"]
+        print(f"{summary(result)} -> {run.out} ({dimension}-d, {rate:.1f} images/s)")
     else:
         print(f"{summary(result)}: nothing written")
     return exit_code(result)
@@ -438,14 +444,11 @@ def embed_detected_faces(args: argparse.Namespace) -> int:
 
     if args.landmarks:
         raise ValueError("--landmarks and --detector exclude each other: the detector finds them")
-    images = expand_inputs(args.inputs)
-    out = _npz_output(args, "gallery")
-    parts = parts_folder(out, file=True)
-    device = bulk_device(args)
-    check_bulk_outputs(args, images, [out], parts)
+    run = prepare_outputs(args)
+    device = str(run.device)
     pipeline = FacePipeline(
-        FaceDetector.from_checkpoint(args.detector, device=str(device)),
-        Embedder.from_checkpoint(args.checkpoint, device=str(device), overrides=args.set),
+        FaceDetector.from_checkpoint(args.detector, device=device),
+        Embedder.from_checkpoint(args.checkpoint, device=device, overrides=args.set),
         score_threshold=args.score_threshold,
         min_face_size=args.min_face_size,
         largest_face_only=args.largest_face_only,
@@ -454,10 +457,10 @@ def embed_detected_faces(args: argparse.Namespace) -> int:
     per_pass = max(1, min(args.batch_size, 8))  # photos per detector pass
     job = FaceGalleryBulk(
         pipeline,
-        out,
+        run.out,
         depends_on=depends_on(
             args,
-            device,
+            run.device,
             task="face+face-detection",
             detector=file_digest(resolve_checkpoint(args.detector)),
             flip=not args.no_flip,
@@ -466,7 +469,7 @@ def embed_detected_faces(args: argparse.Namespace) -> int:
             largest_face_only=args.largest_face_only,
         ),
     )
-    result = run_bulk_command(args, job, images, parts, device, batch_size=per_pass)
+    result = run_bulk_command(args, job, run, batch_size=per_pass)
     if result is None:
         return 0
     r = result.report
@@ -482,8 +485,8 @@ def embed_detected_faces(args: argparse.Namespace) -> int:
         )
     print(
         f"{summary(result)}: {plural(r['faces'], 'face')} ({', '.join(notes)}) in "
-        f"{result.seconds:.1f} s -> {out} ({r['dimension']}-d embeddings with photo, box, score "
-        "and landmarks per face)"
+        f"{result.seconds:.1f} s -> {run.out} ({r['dimension']}-d embeddings with photo, box, "
+        "score and landmarks per face)"
     )
     return exit_code(result)
 

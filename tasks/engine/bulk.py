@@ -35,10 +35,8 @@ import logging
 import math
 import os
 import shutil
-import signal
 import struct
 import sys
-import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -57,6 +55,7 @@ from resvision.datasets.inputs import InputImage
 from . import distributed as D
 from .data import _seed_worker
 from .files import atomic_write_text
+from .runtime import StopSignal
 
 log = logging.getLogger("resvision")
 
@@ -638,7 +637,7 @@ class BulkRun:
         session = f"{int(time.time() * 1000):x}-{os.getpid()}"
         log_path = self.parts / f"r{self.dist.rank:05d}-{session}.log"
         progress = BulkProgress(self.parts, self.dist.rank, len(self.inputs), self.done_before)
-        stop = _StopRequest()
+        stop = StopSignal("finishing this batch, then stopping")
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         last_sync = time.perf_counter()
         try:
@@ -715,30 +714,6 @@ def unfinished_run(parts: Path, total: int) -> str | None:
         f"an unfinished run of this command is in {parts} ({done} of {total} images done): "
         "continue it with --resume, or pass --overwrite to start again"
     )
-
-
-class _StopRequest:
-    """SIGTERM/SIGINT: finish the batch in hand, keep it, stop (a second SIGINT stops now)."""
-
-    def __init__(self) -> None:
-        self.received: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.received and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.received = signal.Signals(signum).name
-        log.warning("%s received: finishing this batch, then stopping", self.received)
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 def _local_world() -> int:

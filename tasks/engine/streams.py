@@ -67,6 +67,10 @@ class NpzWriter:
     only known at the end); :meth:`close` writes each column once into the archive, uncompressed
     as ``np.savez`` does. ``declare`` gives a column its dtype and row shape so that it is
     written (empty) even when no row arrives.
+
+    >>> with NpzWriter("embeddings.npz") as out:  # doctest: +SKIP
+    ...     for vectors, names in batches:
+    ...         out.append(embeddings=vectors, names=names)
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -75,6 +79,22 @@ class NpzWriter:
         shutil.rmtree(self.work, ignore_errors=True)
         self.work.mkdir(parents=True)
         self.columns: dict[str, dict[str, Any]] = {}
+        self.discarded = False
+
+    def __enter__(self) -> NpzWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        """The archive is written when the block ends normally (unless :meth:`discard` was
+        called); nothing is, after an error."""
+        if exc_type is None and not self.discarded:
+            self.close()
+        else:
+            self.abort()
+
+    def discard(self) -> None:
+        """Write nothing at the end of the ``with`` block (e.g. no row came)."""
+        self.discarded = True
 
     def declare(self, key: str, dtype: Any, row_shape: tuple[int, ...] = ()) -> None:
         dtype = np.dtype(dtype)

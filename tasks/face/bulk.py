@@ -42,19 +42,14 @@ class EmbeddingsBulk(BulkJob):
         return batch.entries(entries)
 
     def assemble(self, entries: Iterator[tuple[InputImage, Entry]]) -> dict[str, Any]:
-        writer = NpzWriter(self.out)
-        try:
-            writer.declare("embeddings", "float32", (self.embedder.model.embedding_size,))
+        size = self.embedder.model.embedding_size
+        count = 0
+        with NpzWriter(self.out) as writer:
+            writer.declare("embeddings", "float32", (size,))
             writer.declare("names", str)
-            count = 0
             for item, entry in entries:
                 writer.append(embeddings=entry.arrays["embeddings"], names=[item.name])
                 count += 1
-            if count:
-                writer.close()
-            else:
-                writer.abort()
-        except BaseException:
-            writer.abort()
-            raise
-        return {"dimension": self.embedder.model.embedding_size, "written": count > 0}
+            if not count:
+                writer.discard()
+        return {"dimension": size, "written": count > 0}

@@ -282,9 +282,8 @@ class FaceGalleryBulk(BulkJob):
 
     def assemble(self, entries: Iterator[tuple[InputImage, Entry]]) -> dict[str, Any]:
         size = self.pipeline.embedder.model.embedding_size
-        writer = NpzWriter(self.out)
         report = {"photos": 0, "faces": 0, "without_faces": 0, "unaligned": 0, "below_min_size": 0}
-        try:
+        with NpzWriter(self.out) as writer:
             for key, dtype, shape in (
                 ("embeddings", np.float32, (size,)),
                 ("names", str, ()),
@@ -319,11 +318,6 @@ class FaceGalleryBulk(BulkJob):
                     scores=entry.arrays["scores"],
                     landmarks=entry.arrays["landmarks"],
                 )
-            if report["photos"]:
-                writer.close()
-            else:
-                writer.abort()
-        except BaseException:
-            writer.abort()
-            raise
+            if not report["photos"]:
+                writer.discard()
         return report | {"dimension": size}

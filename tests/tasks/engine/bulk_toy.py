@@ -50,12 +50,13 @@ class MeanColour(BulkJob):
         return batch.entries(kept)
 
     def assemble(self, entries: Iterator[tuple[InputImage, Entry]]) -> dict[str, Any]:
-        writer = NpzWriter(self.out / "means.npz")
-        with json_list_file(self.out / "records.json", indent=1) as records:
+        with (
+            NpzWriter(self.out / "means.npz") as writer,
+            json_list_file(self.out / "records.json", indent=1) as records,
+        ):
             for item, entry in entries:
                 records.write({"name": item.name, **entry.record})
                 writer.append(mean=entry.arrays["mean"], names=[item.name])
-        writer.close()
         return {}
 
 
