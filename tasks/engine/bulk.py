@@ -89,7 +89,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
     try:
         with Image.open(path) as img:
             w, h = img.size
-            if img.format in ("JPEG", "TIFF", "WEBP", "PNG"):
+            if img.format in ("JPEG", "MPO", "TIFF"):  # EXIF in the header (PNG: at the end)
                 orientation = img.getexif().get(0x0112, 1)
                 if orientation in (5, 6, 7, 8):
                     w, h = h, w
