@@ -1,0 +1,240 @@
+"""IJB-B / IJB-C in InsightFace's layout: the meta files, and the aligned loose crops.
+
+``ROOT/meta/{target}_face_tid_mid.txt``     ``name template_id media_id``, one row per face image
+``ROOT/meta/{target}_name_5pts_score.txt``  ``name x1 y1 ... x5 y5 faceness``, the same rows
+``ROOT/meta/{target}_template_pair_label.txt``  ``template_1 template_2 label`` (1:1 pairs)
+``ROOT/meta/{target}_1N_gallery_G1.csv`` ...    ``TEMPLATE_ID,SUBJECT_ID,FILENAME,...`` (1:N;
+                                            IJB-B names its galleries S1 / S2)
+``ROOT/loose_crop/{name}``                  the face images
+
+``{target}`` is ``ijbb`` or ``ijbc``. Sizes of the official files: IJB-C 469,375 images,
+23,124 templates, 15,658,489 pairs (19,557 genuine), 1:N galleries G1 1,772 and G2 1,759
+templates with 19,593 probe templates; IJB-B 227,630 images, 12,115 templates, 8,010,270 pairs
+(10,270 genuine). Numbers are parsed as InsightFace's scripts parse them (faceness scores as
+float32 from their text), so features computed here meet the same inputs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from ..images import ImageReadError, read_rgb
+from .alignment import align_crop, to_tensor
+
+IJB_TARGETS = ("IJBB", "IJBC")
+# the 1:N gallery files' names: IJB-C's G1 / G2, IJB-B's S1 / S2
+GALLERY_NAMES = {"IJBB": ("S1", "S2"), "IJBC": ("G1", "G2")}
+
+
+def check_target(target: str) -> str:
+    """``IJBB`` or ``IJBC`` (any case); a clear error otherwise."""
+    name = str(target).upper().replace("-", "")
+    if name not in IJB_TARGETS:
+        raise ValueError(f"IJB target {target!r} is not one of {', '.join(IJB_TARGETS)}")
+    return name
+
+
+def meta_paths(root: str | os.PathLike, target: str) -> dict[str, Path]:
+    """Where each meta file of ``target`` lives under ``root``."""
+    target = check_target(target)
+    meta, t = Path(root) / "meta", target.lower()
+    g1, g2 = GALLERY_NAMES[target]
+    return {
+        "face_tid_mid": meta / f"{t}_face_tid_mid.txt",
+        "name_5pts_score": meta / f"{t}_name_5pts_score.txt",
+        "template_pair_label": meta / f"{t}_template_pair_label.txt",
+        g1: meta / f"{t}_1N_gallery_{g1}.csv",
+        g2: meta / f"{t}_1N_gallery_{g2}.csv",
+        "probe_mixed": meta / f"{t}_1N_probe_mixed.csv",
+    }
+
+
+def _need(path: Path, what: str) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"IJB meta file {str(path)!r} ({what}) does not exist: ROOT must hold meta/ and "
+            "loose_crop/ as InsightFace distributes IJB-B / IJB-C"
+        )
+
+
+def _rows(path: Path, columns: int, sep: str | None = None, skip: int = 0) -> list[list[str]]:
+    """The fields of each non-empty line (``columns`` of them, else an error naming the line)."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if number <= skip or not line.strip():
+                continue
+            fields = line.strip().split(sep)
+            if len(fields) < columns:
+                raise ValueError(
+                    f"{str(path)!r} line {number}: expected {columns} fields, got "
+                    f"{len(fields)} ({line.strip()[:80]!r})"
+                )
+            out.append(fields[:columns])
+    return out
+
+
+def _ints(values, path: Path, what: str) -> np.ndarray:
+    try:
+        return np.asarray(values).astype(np.int64)
+    except ValueError as e:
+        raise ValueError(f"{str(path)!r}: {what} must be integers ({e})") from None
+
+
+def read_template_media(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``face_tid_mid.txt``: ``(names (N,) str, templates (N,) int64, medias (N,) int64)``."""
+    path = Path(path)
+    _need(path, "image -> template, media")
+    rows = np.array(_rows(path, 3)).reshape(-1, 3)
+    return rows[:, 0], _ints(rows[:, 1], path, "template ids"), _ints(rows[:, 2], path, "media ids")
+
+
+def read_landmarks_scores(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``name_5pts_score.txt``: ``(names (N,), landmarks (N, 5, 2) float32, faceness (N,)
+    float32)``, each number converted from its text to float32 as InsightFace does."""
+    path = Path(path)
+    _need(path, "image name, 5 landmarks, faceness score")
+    rows = np.array(_rows(path, 12)).reshape(-1, 12)
+    try:
+        numbers = rows[:, 1:].astype(np.float32)
+    except ValueError as e:
+        raise ValueError(f"{str(path)!r}: landmarks and scores must be numbers ({e})") from None
+    return rows[:, 0], numbers[:, :10].reshape(-1, 5, 2), numbers[:, 10].copy()
+
+
+def read_template_pairs(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """``template_pair_label.txt``: ``(pairs (P, 2) int64 template ids, labels (P,) bool)``.
+    Parsed by NumPy's C reader (15.66 million IJB-C rows in a few seconds)."""
+    path = Path(path)
+    _need(path, "1:1 template pairs and labels")
+    try:
+        table = np.loadtxt(path, dtype=np.int64, usecols=(0, 1, 2), ndmin=2)
+    except ValueError as e:
+        raise ValueError(f"{str(path)!r} is not 'template template label' rows: {e}") from None
+    labels = table[:, 2]
+    if table.size and not np.isin(labels, (0, 1)).all():
+        bad = int(np.flatnonzero(~np.isin(labels, (0, 1)))[0])
+        raise ValueError(
+            f"{str(path)!r} line {bad + 1}: the label must be 1 (same person) or 0, got "
+            f"{labels[bad]}"
+        )
+    return np.ascontiguousarray(table[:, :2]), labels.astype(bool)
+
+
+@dataclass
+class TemplateSubjects:
+    """A 1:N gallery or probe set: the template and subject id of each row of its CSV."""
+
+    name: str
+    templates: np.ndarray  # (R,) int64
+    subjects: np.ndarray  # (R,) int64
+
+
+def read_template_subjects(path: str | os.PathLike, name: str) -> TemplateSubjects:
+    """A 1:N CSV (``TEMPLATE_ID,SUBJECT_ID,...`` after a header line)."""
+    path = Path(path)
+    _need(path, f"1:N {name}: template, subject")
+    rows = np.array(_rows(path, 2, sep=",", skip=1)).reshape(-1, 2)
+    return TemplateSubjects(
+        name, _ints(rows[:, 0], path, "template ids"), _ints(rows[:, 1], path, "subject ids")
+    )
+
+
+@dataclass
+class IJBMeta:
+    """Everything the IJB protocols read, row ``i`` of every per-image array being image ``i``
+    of ``name_5pts_score.txt`` (the order of the features)."""
+
+    target: str
+    root: Path
+    names: np.ndarray  # (N,) image file names under loose_crop/
+    landmarks: np.ndarray  # (N, 5, 2) float32
+    faceness: np.ndarray  # (N,) float32 detector scores
+    templates: np.ndarray  # (N,) int64
+    medias: np.ndarray  # (N,) int64
+    pairs: np.ndarray  # (P, 2) int64 template ids
+    labels: np.ndarray  # (P,) bool: the same person
+    galleries: list[TemplateSubjects] = field(default_factory=list)  # 1:N, or empty
+    probes: TemplateSubjects | None = None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def image_dir(self) -> Path:
+        return self.root / "loose_crop"
+
+    def image_paths(self) -> list[Path]:
+        return [self.image_dir / str(n) for n in self.names]
+
+
+def read_ijb_meta(root: str | os.PathLike, target: str, *, one_to_n: bool = True) -> IJBMeta:
+    """The meta files of ``ROOT/meta`` for ``target`` (``IJBB`` / ``IJBC``). The 1:N files are
+    read when all three exist (``one_to_n``); a missing 1:1 file, rows that disagree between
+    ``face_tid_mid`` and ``name_5pts_score``, or one 1:N file without the others raise."""
+    target = check_target(target)
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"IJB root {str(root)!r} is not a folder")
+    paths = meta_paths(root, target)
+    names, templates, medias = read_template_media(paths["face_tid_mid"])
+    names5, landmarks, faceness = read_landmarks_scores(paths["name_5pts_score"])
+    if len(names5) != len(names):
+        raise ValueError(
+            f"{str(paths['name_5pts_score'])!r} has {len(names5)} rows and "
+            f"{str(paths['face_tid_mid'])!r} {len(names)}: both list every face image, in one "
+            "order"
+        )
+    differ = np.flatnonzero(names5 != names)
+    if differ.size:
+        i = int(differ[0])
+        raise ValueError(
+            f"row {i + 1} names {names5[i]!r} in {paths['name_5pts_score'].name} but "
+            f"{names[i]!r} in {paths['face_tid_mid'].name}: both files must list the images in "
+            "one order"
+        )
+    pairs, labels = read_template_pairs(paths["template_pair_label"])
+    meta = IJBMeta(target, root, names5, landmarks, faceness, templates, medias, pairs, labels)
+    one_n = [*GALLERY_NAMES[target], "probe_mixed"]
+    present = [k for k in one_n if paths[k].is_file()]
+    if one_to_n and present:
+        if len(present) != len(one_n):
+            missing = next(paths[k] for k in one_n if k not in present)
+            raise FileNotFoundError(
+                f"1:N meta file {str(missing)!r} does not exist while "
+                f"{paths[present[0]].name} does: the 1:N protocol needs both galleries and the "
+                "probes"
+            )
+        meta.galleries = [read_template_subjects(paths[k], k) for k in GALLERY_NAMES[target]]
+        meta.probes = read_template_subjects(paths["probe_mixed"], "probes")
+    return meta
+
+
+class IJBImages(Dataset):
+    """The aligned face crops of the images of ``meta``: :func:`align_crop` from the meta
+    file's five landmarks (``norm_crop`` to 112 px as InsightFace's scripts, resized to
+    ``image_size``). Items are ``{"image": (3, S, S) uint8, "index": i, "error": ""}``; an image
+    that cannot be read gives a black crop and its error message."""
+
+    def __init__(self, meta: IJBMeta, *, image_size: int = 112) -> None:
+        self.meta = meta
+        self.paths = meta.image_paths()
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index) -> dict:
+        index = index[0] if isinstance(index, tuple) else index
+        try:
+            image = read_rgb(self.paths[index])
+            crop = align_crop(image, self.meta.landmarks[index], self.image_size)
+            error = ""
+        except ImageReadError as e:
+            crop, error = np.zeros((self.image_size, self.image_size, 3), np.uint8), str(e)
+        return {"image": to_tensor(crop), "index": index, "error": error}
