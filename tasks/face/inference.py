@@ -63,10 +63,11 @@ class Embedder:
         landmarks: Sequence[np.ndarray | None] | None = None,
         flip: bool = True,
         batch_size: int = 64,
+        normalize: bool = True,
     ) -> np.ndarray:
         """``(N, D)`` unit-length embeddings of face images (paths, RGB arrays, PIL images or
         tensors; aligned crops, or photos with ``landmarks`` to align them); ``flip`` adds the
-        mirrored image's embedding before normalizing."""
+        mirrored image's embedding before normalizing; ``normalize=False`` keeps its length."""
         images = as_image_list(images)
         landmarks = landmarks if landmarks is not None else [None] * len(images)
         out = []
@@ -77,10 +78,19 @@ class Embedder:
                     images[start : start + batch_size], landmarks[start : start + batch_size]
                 )
             ]
-            x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).to(self.device)
-            with autocast(self.device, self.amp):
-                out.append(self.model.embed(x, flip=flip).float().cpu().numpy())
+            x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2)
+            out.append(self.embed_crops(x, flip=flip, normalize=normalize))
         return np.concatenate(out) if out else np.zeros((0, self.model.embedding_size), np.float32)
+
+    @torch.no_grad()
+    def embed_crops(
+        self, crops: torch.Tensor, *, flip: bool = True, normalize: bool = True
+    ) -> np.ndarray:
+        """``(B, D)`` float32 embeddings of a batch of aligned crops ``(B, 3, S, S)`` in
+        [0, 255] at ``image_size`` (what :meth:`embed` runs after preparing the images)."""
+        with autocast(self.device, self.amp):
+            out = self.model.embed(crops.to(self.device), flip=flip, normalize=normalize)
+        return out.float().cpu().numpy()
 
     def predict(
         self, images: ImageInput | Sequence[ImageInput], *, batch_size: int = 64, **kwargs
