@@ -1,0 +1,535 @@
+"""IJB-B / IJB-C evaluation, the figures InsightFace's scripts print, computed without their
+Python loops.
+
+1:1 verification follows arcface_torch's ``eval_ijbc.py``:
+
+- image features: the model's embedding of the aligned crop plus that of the mirrored crop
+  (flip test), optionally L2-normalized per image (by default the length is kept: it weighs
+  good images up), optionally multiplied by the detector's faceness score;
+- template features: the images of one media (the frames of one video) averaged, the media
+  features of a template summed (media in increasing id order), the sum L2-normalized (float32
+  arithmetic up to the template sum, float64 after it, as there);
+- the cosine of each template pair, scikit-learn's ``roc_curve`` (whose default
+  ``drop_intermediate=True`` keeps only the corners of the curve) and, at each FAR of 1e-6 ..
+  1e-1, the TAR of the ROC point whose FPR is nearest (on a tie, the later point of the curve:
+  the higher TAR).
+
+1:N identification follows ``recognition/_evaluation_/ijb/ijb_evals.py``, the NIST reading of
+the protocol: the two galleries (IJB-C's G1 / G2, IJB-B's S1 / S2) are scored as separate
+open-set galleries against all probe templates; TPIR at FPIR (a probe counts when its mated
+template scores above every other gallery template and above the threshold that the given
+fraction of non-mated probes' best scores exceeds) is the mean of the two galleries, and rank-N
+(CMC) is the fraction of probes whose mated template is among the N best, over both galleries.
+(``ijb_1n.py`` instead joins G1 and G2 into one gallery and thresholds all non-mated pairs.)
+
+What the loops cost there is done here by sorting once: the images are grouped by (template,
+media) with sums accumulated in the same order as NumPy's reductions there (so template
+features are bit-identical), the pair scores come from products of the template matrix (in
+blocks; a pair's cosine may differ from the loop's in the last bit of its float64), and the ROC
+from one sort of the scores. Tests compare every figure with a loop-style implementation of
+the scripts (tests/tasks/face/ijb_reference.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from resvision.datasets.face.ijb import IJBImages, IJBMeta, TemplateSubjects
+from resvision.tasks.engine.progress import progress
+
+from .inference import Embedder
+from .visualize import save_roc_points_png
+
+log = logging.getLogger(__name__)
+
+FARS = tuple(10.0**-k for k in range(6, 0, -1))  # 1e-06 ... 0.1, as eval_ijbc.py's x_labels
+FPIRS = (0.01, 0.1)
+RANKS = (1, 5, 10)
+
+
+def tar_key(far: float) -> str:
+    """``TAR@FAR=1e-06`` ... ``TAR@FAR=0.1``: the column names of eval_ijbc.py's table."""
+    return f"TAR@FAR={far}"
+
+
+def tpir_key(fpir: float) -> str:
+    return f"TPIR@FPIR={fpir}"
+
+
+# -- features ---------------------------------------------------------------------------------
+def image_features(
+    features: np.ndarray,
+    faceness: np.ndarray | None = None,
+    *,
+    normalize: bool = False,
+    detector_score: bool = True,
+) -> np.ndarray:
+    """The per-image features that templates pool: ``features (N, D)`` (the flip-summed
+    embeddings, or unflipped ones), each L2-normalized when ``normalize`` (eval_ijbc.py's
+    ``use_norm_score=False``), times its ``faceness`` score when ``detector_score``. Float32
+    stays float32."""
+    x = np.asarray(features)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float32)
+    if normalize:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            x = x / np.sqrt(np.sum(x**2, -1, keepdims=True))
+    if detector_score:
+        if faceness is None:
+            raise ValueError("detector_score needs the faceness score of every image")
+        x = x * np.asarray(faceness)[:, np.newaxis]
+    return x
+
+
+def _sequential_sums(
+    x: np.ndarray, rows: np.ndarray, starts: np.ndarray, counts: np.ndarray
+) -> np.ndarray:
+    """``out[g] = x[rows[starts[g]]] + x[rows[starts[g] + 1]] + ...`` (``counts[g]`` terms),
+    added in that order in ``x``'s dtype: the result of NumPy's sum over axis 0 of those rows,
+    bit for bit. Groups of equal size are summed together as an ``(n, k, D)`` block."""
+    out = np.empty((len(starts), x.shape[1]), x.dtype)
+    for k in np.unique(counts).tolist():
+        groups = np.flatnonzero(counts == k)
+        step = max(1, (1 << 17) // k)  # at most ~131k rows gathered at once
+        for lo in range(0, len(groups), step):
+            g = groups[lo : lo + step]
+            block = x[rows[starts[g][:, None] + np.arange(k)]]
+            out[g] = block[:, 0] if k == 1 else block.sum(axis=1)
+    return out
+
+
+def l2_normalize_rows(x: np.ndarray) -> np.ndarray:
+    """Rows divided by their L2 norm as scikit-learn's ``normalize`` computes it (einsum of the
+    squares; rows of norm below 10 eps are left as they are), in place."""
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+    norms[norms < 10 * np.finfo(norms.dtype).eps] = 1.0
+    x /= norms[:, None]
+    return x
+
+
+def template_features(
+    features: np.ndarray,
+    templates: np.ndarray,
+    medias: np.ndarray,
+    *,
+    valid: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(template ids (T,) sorted, features (T, D) float64 unit length)``: the images of each
+    (template, media) averaged, the media of each template summed, the sum normalized. Rows
+    where ``valid`` is False (images that could not be read) are left out; a template left
+    without images has a zero feature (cosine 0 with everything)."""
+    templates = np.asarray(templates, np.int64)
+    medias = np.asarray(medias, np.int64)
+    ids = np.unique(templates)
+    rows = np.arange(len(templates)) if valid is None else np.flatnonzero(valid)
+    out = np.zeros((len(ids), features.shape[1]), np.float64)
+    if not rows.size:
+        return ids, out
+    order = rows[np.lexsort((medias[rows], templates[rows]))]  # stable: image order kept
+    t, m = templates[order], medias[order]
+    first = np.flatnonzero(np.r_[True, (t[1:] != t[:-1]) | (m[1:] != m[:-1])])
+    counts = np.diff(np.r_[first, len(order)])
+    media = _sequential_sums(features, order, first, counts)
+    # np.mean's division: the float32 sum by the count (computed in float64 and rounded, which
+    # is the float32 quotient itself)
+    media = (media / counts[:, None]).astype(features.dtype)
+    mt = t[first]
+    tfirst = np.flatnonzero(np.r_[True, mt[1:] != mt[:-1]])
+    tsum = _sequential_sums(media, np.arange(len(media)), tfirst, np.diff(np.r_[tfirst, len(mt)]))
+    out[np.searchsorted(ids, mt[tfirst])] = tsum
+    return ids, l2_normalize_rows(out)
+
+
+def _positions(ids: np.ndarray, wanted: np.ndarray, what: str) -> np.ndarray:
+    """Row of each of ``wanted`` in the sorted ``ids`` (a lookup table, not a search)."""
+    wanted = np.asarray(wanted, np.int64)
+    if not wanted.size:
+        return wanted
+    table = np.full(int(ids.max()) + 1, -1, np.int64)
+    table[ids] = np.arange(len(ids))
+    inside = (wanted >= 0) & (wanted < len(table))
+    pos = np.where(inside, table[np.where(inside, wanted, 0)], -1)
+    if (pos < 0).any():
+        raise ValueError(
+            f"{what}: template {int(wanted[pos < 0][0])} has no image in face_tid_mid "
+            f"({int((pos < 0).sum())} such references)"
+        )
+    return pos
+
+
+def pair_scores(
+    template_ids: np.ndarray,
+    feats: np.ndarray,
+    pairs: np.ndarray,
+    *,
+    block_elements: int = 1 << 25,
+) -> np.ndarray:
+    """``(P,)`` float64 cosine of each template pair ``pairs (P, 2)`` (template ids), from the
+    Gram matrix of the templates that occur first against those that occur second, computed
+    ``block_elements`` entries at a time."""
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    a = _positions(template_ids, pairs[:, 0], "template pairs")
+    b = _positions(template_ids, pairs[:, 1], "template pairs")
+
+    def compact(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        used = np.zeros(len(template_ids), bool)
+        used[index] = True
+        return np.flatnonzero(used), (np.cumsum(used) - 1)[index]
+
+    ua, ia = compact(a)
+    ub, ib = compact(b)
+    left, right = feats[ua], feats[ub].T
+    scores = np.empty(len(pairs), np.float64)
+    rows = max(1, block_elements // max(len(ub), 1))
+    if rows >= len(ua):
+        return np.dot(left, right)[ia, ib]
+    for lo in range(0, len(ua), rows):
+        sel = np.flatnonzero((ia >= lo) & (ia < lo + rows))
+        scores[sel] = np.dot(left[lo : lo + rows], right)[ia[sel] - lo, ib[sel]]
+    return scores
+
+
+# -- 1:1 --------------------------------------------------------------------------------------
+def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(fpr, tpr, thresholds)`` exactly as scikit-learn's ``roc_curve(labels, scores)``
+    (``drop_intermediate=True``): one point per distinct score (a pair is accepted when its
+    score is at least the threshold), the points collinear with their neighbours dropped, and
+    ``(0, 0)`` at threshold ``inf`` first. Counting positives per distinct score replaces the
+    argsort there: one ``np.sort`` of the scores."""
+    scores = np.asarray(scores, np.float64)
+    labels = np.asarray(labels, bool)
+    n_pos = int(labels.sum())
+    if n_pos == 0 or n_pos == labels.size:
+        raise ValueError(
+            f"a ROC curve needs genuine and impostor pairs ({n_pos} genuine, "
+            f"{labels.size - n_pos} impostor)"
+        )
+    if np.isnan(scores).any():
+        raise ValueError(f"{int(np.isnan(scores).sum())} pair scores are NaN")
+    ascending = np.sort(scores)
+    first = np.flatnonzero(np.r_[True, ascending[1:] != ascending[:-1]])
+    values = ascending[first]
+    genuine = np.bincount(np.searchsorted(values, scores[labels]), minlength=len(values))
+    # highest threshold first: counts of pairs (genuine ones) scoring at least each value
+    tps = np.cumsum(genuine[::-1])
+    fps = (len(scores) - first[::-1]) - tps
+    thresholds = values[::-1]
+    if len(fps) > 2:
+        corner = (np.diff(fps, 2) != 0) | (np.diff(tps, 2) != 0)
+        keep = np.flatnonzero(np.r_[True, corner, True])
+        tps, fps, thresholds = tps[keep], fps[keep], thresholds[keep]
+    tps, fps = np.r_[0, tps], np.r_[0, fps]
+    return fps / fps[-1], tps / tps[-1], np.r_[np.inf, thresholds]
+
+
+def nearest_points(fpr: np.ndarray, fars: Sequence[float] = FARS) -> list[int]:
+    """The index of the ROC point whose FPR is nearest to each FAR; among equally near points
+    the last (eval_ijbc.py searches the reversed curve and keeps the first minimum)."""
+    reverse = fpr[::-1]
+    return [len(fpr) - 1 - int(np.argmin(np.abs(reverse - far))) for far in fars]
+
+
+def tar_at_fars(fpr: np.ndarray, tpr: np.ndarray, fars: Sequence[float] = FARS) -> list[float]:
+    """eval_ijbc.py's TAR at each FAR: that of the ROC point nearest in FPR."""
+    return [float(tpr[i]) for i in nearest_points(fpr, fars)]
+
+
+def roc_auc(fpr: np.ndarray, tpr: np.ndarray) -> float:
+    """The trapezoidal area under the ROC points (scikit-learn's ``auc``)."""
+    trapezoid = getattr(np, "trapezoid", None) or np.trapz
+    return float(trapezoid(tpr, fpr))
+
+
+# -- 1:N --------------------------------------------------------------------------------------
+def set_features(
+    subjects: TemplateSubjects, template_ids: np.ndarray, feats: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(templates, subject of each, features)`` of a 1:N gallery or probe set: its distinct
+    templates in increasing order, each with the subject of its first row (ijb_evals.py)."""
+    unique, first = np.unique(subjects.templates, return_index=True)
+    out = np.zeros((len(unique), feats.shape[1]), feats.dtype)
+    table = np.searchsorted(template_ids, unique)
+    found = (table < len(template_ids)) & (
+        template_ids[np.minimum(table, len(template_ids) - 1)] == unique
+    )
+    if not found.all():  # a template without images pools to zero, as in the scripts
+        log.warning(
+            "%d templates of the 1:N %s have no image in face_tid_mid: their features are 0",
+            int((~found).sum()),
+            subjects.name,
+        )
+    out[found] = feats[table[found]]
+    return unique, subjects.subjects[first], out
+
+
+@dataclass
+class GalleryResult:
+    """One open-set gallery against the probes."""
+
+    name: str
+    templates: int
+    mated: int  # probes whose subject is in the gallery
+    non_mated: int
+    rank_counts: dict[int, int]  # mated probes found within the first N
+    tpir: dict[float, float]  # TPIR at each FPIR
+    thresholds: dict[float, float]  # the score each FPIR's threshold is
+
+
+def open_set_identification(
+    probe_feats: np.ndarray,
+    probe_subjects: np.ndarray,
+    gallery_feats: np.ndarray,
+    gallery_subjects: np.ndarray,
+    *,
+    name: str = "gallery",
+    fpirs: Sequence[float] = FPIRS,
+    ranks: Sequence[int] = RANKS,
+) -> GalleryResult:
+    """ijb_evals.py's ``evaluation_1N`` on one gallery (each subject once in it)."""
+    gallery_subjects = np.asarray(gallery_subjects)
+    values, counts = np.unique(gallery_subjects, return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(
+            f"1:N {name}: subject {values[counts > 1][0]} has {counts.max()} gallery templates; "
+            "the protocol enrols each subject once"
+        )
+    if len(gallery_subjects) < 2:
+        raise ValueError(f"1:N {name}: a gallery needs at least two templates")
+    similarity = np.dot(probe_feats, gallery_feats.T)
+    order = np.argsort(gallery_subjects)
+    at = np.minimum(np.searchsorted(gallery_subjects[order], probe_subjects), len(order) - 1)
+    mated = gallery_subjects[order][at] == probe_subjects
+    if not mated.any() or mated.all():
+        raise ValueError(
+            f"1:N {name}: {int(mated.sum())} of {len(mated)} probes are of enrolled subjects; "
+            "TPIR at FPIR needs probes of enrolled subjects and of others"
+        )
+    sim = similarity[mated]
+    where = order[at[mated]]
+    hits = np.arange(len(sim))
+    pos = sim[hits, where]
+    above = (sim > pos[:, None]).sum(1)  # gallery templates ranked before the mated one
+    sim[hits, where] = -np.inf
+    correct = pos > sim.max(1)
+    best_other = np.sort(similarity[~mated].max(1))[::-1]
+    tpir, thresholds = {}, {}
+    for fpir in fpirs:
+        threshold = best_other[max(int(len(best_other) * fpir) - 1, 0)]
+        tpir[fpir] = float((correct & (pos > threshold)).sum() / len(pos))
+        thresholds[fpir] = float(threshold)
+    return GalleryResult(
+        name=name,
+        templates=len(gallery_subjects),
+        mated=int(mated.sum()),
+        non_mated=int((~mated).sum()),
+        rank_counts={r: int((above < r).sum()) for r in ranks},
+        tpir=tpir,
+        thresholds=thresholds,
+    )
+
+
+def evaluate_1n(
+    template_ids: np.ndarray,
+    feats: np.ndarray,
+    galleries: Sequence[TemplateSubjects],
+    probes: TemplateSubjects,
+    *,
+    fpirs: Sequence[float] = FPIRS,
+    ranks: Sequence[int] = RANKS,
+) -> tuple[dict[str, float], list[GalleryResult]]:
+    """The 1:N figures over separate galleries: ``TPIR@FPIR=...`` (mean over galleries) and
+    ``rankN`` (probes identified within N, over all galleries, per probe template)."""
+    _, probe_subjects, probe_feats = set_features(probes, template_ids, feats)
+    results = []
+    for gallery in galleries:
+        _, subjects, gallery_feats = set_features(gallery, template_ids, feats)
+        results.append(
+            open_set_identification(
+                probe_feats,
+                probe_subjects,
+                gallery_feats,
+                subjects,
+                name=gallery.name,
+                fpirs=fpirs,
+                ranks=ranks,
+            )
+        )
+    metrics = {tpir_key(f): float(np.mean([r.tpir[f] for r in results])) for f in fpirs}
+    for r in ranks:
+        metrics[f"rank{r}"] = sum(g.rank_counts[r] for g in results) / len(probe_subjects)
+    return metrics, results
+
+
+# -- both -------------------------------------------------------------------------------------
+@dataclass
+class IJBResult:
+    """The figures of one IJB evaluation and what they were computed from."""
+
+    target: str
+    metrics: dict[str, float]  # TAR@FAR=..., AUC; TPIR@FPIR=..., rankN when 1:N ran
+    scores: np.ndarray  # (P,) cosine of each template pair, in the pair file's order
+    labels: np.ndarray  # (P,) bool
+    fpr: np.ndarray  # the ROC's points (scikit-learn's, corners only)
+    tpr: np.ndarray
+    thresholds: np.ndarray  # the score of each point (a pair is accepted at >= threshold)
+    points: dict[float, int]  # the point each FAR reads
+    images: int
+    images_used: int
+    templates: int
+    galleries: list[GalleryResult] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """What ``ijb.json`` holds: the figures, then the counts and settings."""
+        out: dict[str, Any] = dict(self.metrics)
+        out["operating_points"] = {
+            tar_key(f): {
+                "far": float(self.fpr[i]),
+                "tar": float(self.tpr[i]),
+                "threshold": float(self.thresholds[i]),
+            }
+            for f, i in self.points.items()
+        }
+        out["counts"] = {
+            "images": self.images,
+            "images_used": self.images_used,
+            "templates": self.templates,
+            "pairs": len(self.labels),
+            "genuine_pairs": int(self.labels.sum()),
+        }
+        if self.galleries:
+            out["galleries"] = {
+                g.name: {
+                    "templates": g.templates,
+                    "mated_probes": g.mated,
+                    "non_mated_probes": g.non_mated,
+                    **{tpir_key(f): v for f, v in g.tpir.items()},
+                    **{f"threshold@FPIR={f}": v for f, v in g.thresholds.items()},
+                    **{f"rank{r}_count": c for r, c in g.rank_counts.items()},
+                }
+                for g in self.galleries
+            }
+        out["settings"] = dict(self.settings, target=self.target)
+        return out
+
+
+def valid_rows(features: np.ndarray) -> np.ndarray:
+    """Images with a feature: rows without NaN or inf (unreadable images are NaN rows)."""
+    return np.isfinite(features).all(1)
+
+
+def evaluate_ijb(
+    meta: IJBMeta,
+    features: np.ndarray,
+    *,
+    normalize: bool = False,
+    detector_score: bool = True,
+    one_to_n: bool = True,
+    fars: Sequence[float] = FARS,
+) -> IJBResult:
+    """Both protocols on ``features (N, D)``, row ``i`` for image ``i`` of the meta file
+    (flip-summed unless flipping was off; NaN rows for images that could not be read)."""
+    features = np.asarray(features)
+    if features.ndim != 2 or len(features) != len(meta):
+        raise ValueError(
+            f"features of shape {features.shape} for {len(meta)} IJB images: give one row per "
+            f"row of {meta.target.lower()}_name_5pts_score.txt, in its order"
+        )
+    valid = valid_rows(features)
+    if not valid.any():
+        raise ValueError("no image has a feature (every row is NaN): nothing to evaluate")
+    x = image_features(features, meta.faceness, normalize=normalize, detector_score=detector_score)
+    ids, feats = template_features(x, meta.templates, meta.medias, valid=valid)
+    scores = pair_scores(ids, feats, meta.pairs)
+    fpr, tpr, thresholds = roc_curve(scores, meta.labels)
+    points = dict(zip(fars, nearest_points(fpr, fars)))
+    metrics = {tar_key(f): float(tpr[i]) for f, i in points.items()}
+    metrics["AUC"] = roc_auc(fpr, tpr)
+    galleries: list[GalleryResult] = []
+    if one_to_n and meta.probes is not None:
+        one_n, galleries = evaluate_1n(ids, feats, meta.galleries, meta.probes)
+        metrics |= one_n
+    return IJBResult(
+        target=meta.target,
+        metrics=metrics,
+        scores=scores,
+        labels=meta.labels,
+        fpr=fpr,
+        tpr=tpr,
+        thresholds=thresholds,
+        points=points,
+        images=len(meta),
+        images_used=int(valid.sum()),
+        templates=len(ids),
+        galleries=galleries,
+        settings={"normalize": normalize, "detector_score": detector_score},
+    )
+
+
+def save_ijb_roc_png(result: IJBResult, path: str | Path) -> Path:
+    """The 1:1 ROC of ``result`` (its corners), the point each TAR@FAR figure reads marked."""
+    name = f"{result.target} 1:1 (AUC {100 * result.metrics['AUC']:.2f}%)"
+    curves = {name: (result.fpr, result.tpr, result.thresholds, list(result.points.values()))}
+    fars = ", ".join(f"{f:g}" for f in result.points)
+    return save_roc_points_png(
+        curves, path, title=f"{result.target} 1:1 ROC (points: the nearest to FAR {fars})"
+    )
+
+
+# -- the embedding pass -----------------------------------------------------------------------
+def _collate(items: list[dict]) -> dict[str, Any]:
+    return {
+        "images": torch.stack([it["image"] for it in items]),
+        "indices": [it["index"] for it in items],
+        "errors": [it["error"] for it in items],
+    }
+
+
+def embed_ijb(
+    embedder: Embedder,
+    meta: IJBMeta,
+    *,
+    flip: bool = True,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    show_progress: bool = True,
+) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """``(features (N, D) float32, skipped)``: each image's embedding as the protocol takes it
+    (not normalized; plus the mirrored crop's with ``flip``), aligned with ``norm_crop`` from
+    the meta landmarks; images that are missing or cannot be decoded get a NaN row and are
+    listed in ``skipped`` as ``(name, reason)``.
+
+    One pass in batches through :class:`Embedder`, with ``num_workers`` processes decoding
+    and aligning. (The bulk-prediction path of issue 19 (resumable parts, torchrun sharding)
+    is meant to replace this loop for collection-sized runs.)"""
+    dataset = IJBImages(meta, image_size=embedder.image_size)
+    features = np.full((len(dataset), embedder.model.embedding_size), np.nan, np.float32)
+    skipped: list[tuple[str, str]] = []
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_collate,
+        pin_memory=embedder.device.type == "cuda",
+    )
+    batches = -(-len(dataset) // batch_size)
+    if show_progress:
+        loader = progress(loader, total=batches, desc="embedding IJB crops")
+    for batch in loader:
+        ok = [i for i, e in enumerate(batch["errors"]) if not e]
+        for index, error in zip(batch["indices"], batch["errors"]):
+            if error:
+                skipped.append((str(meta.names[index]), error))
+        if ok:
+            out = embedder.embed_crops(batch["images"][ok], flip=flip, normalize=False)
+            features[np.asarray(batch["indices"])[ok]] = out
+    return features, skipped
