@@ -87,7 +87,7 @@ def build_parser(tasks: Mapping[str, Task] | None = None) -> argparse.ArgumentPa
                 add_command(per_task, task, command(verb, task), f"resvision {verb}")
     p = sub.add_parser(
         "face",
-        help="face pipeline: embed, search, verify, cluster, convert",
+        help="face pipeline: embed, search, verify, cluster, ijb, convert",
         description="The face-embedding pipeline.",
     )
     face = p.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)

@@ -1,4 +1,4 @@
-"""``resvision face embed|search|verify|cluster|convert``: the face-embedding pipeline."""
+"""``resvision face embed|search|verify|cluster|ijb|convert``: the face-embedding pipeline."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from . import predict
+from . import ijb_cmd, predict
 from .outputs import BatchReport, check_outputs, ensure_writable, plural
 from .tasks import Command
 
@@ -462,6 +462,7 @@ SUBCOMMANDS = {
         description="Group embeddings whose cosine is at least --threshold (connected "
         "components); list near-duplicates.",
     ),
+    "ijb": ijb_cmd.IJB,
     "convert": Command(
         "identity folder <-> InsightFace RecordIO",
         _convert_arguments,

@@ -1,0 +1,248 @@
+"""``resvision face ijb``: IJB-B / IJB-C 1:1 verification and 1:N identification, the figures of
+InsightFace's evaluation scripts, from a checkpoint or from precomputed image features."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+from .outputs import check_outputs, plural
+from .tasks import Command
+
+log = logging.getLogger("resvision")
+SHOWN_SKIPS = 10  # unreadable images named one by one; the rest are counted
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", required=True, help="the IJB folder: meta/ and loose_crop/")
+    p.add_argument(
+        "--target",
+        required=True,
+        type=str.upper,
+        choices=("IJBB", "IJBC"),
+        help="which protocol (meta/ijbb_* or meta/ijbc_*)",
+    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--checkpoint",
+        help="a face run folder (its best.pt, else last.pt), a checkpoint file, or an "
+        "arcface_torch backbone.pth",
+    )
+    source.add_argument(
+        "--features",
+        metavar="FILE",
+        help="precomputed image features instead of a model: an (N, D) .npy, one row per line "
+        "of meta/<target>_name_5pts_score.txt in its order (flip-summed when flipping was used; "
+        "NaN rows for images that could not be read), or an .npz of ijb_evals.py (embs, embs_f)",
+    )
+    p.add_argument(
+        "--save-features",
+        metavar="FILE.npy",
+        help="also write the image features computed here (reuse them with --features)",
+    )
+    p.add_argument("--out", help="write ijb.json, roc.png and scores.npy into this folder")
+    p.add_argument(
+        "--no-flip", action="store_true", help="embed each crop alone (no mirrored crop added)"
+    )
+    p.add_argument(
+        "--no-norm",
+        action="store_true",
+        help="L2-normalize each image's feature before pooling (by default its length is kept, "
+        "which weighs confident images up: eval_ijbc.py's use_norm_score=True)",
+    )
+    p.add_argument(
+        "--no-detector-score",
+        action="store_true",
+        help="do not weigh images by the meta file's faceness score",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--batch-size", type=int, default=128, help="crops per forward pass")
+    p.add_argument(
+        "--workers", type=int, default=4, help="processes reading and aligning the images"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+
+
+def _outputs(args: argparse.Namespace) -> dict[str, Path]:
+    outputs = {}
+    if args.out:
+        out = Path(args.out)
+        outputs |= {k: out / k for k in ("ijb.json", "roc.png", "scores.npy")}
+    if args.save_features:
+        if args.features:
+            raise ValueError(
+                "--save-features writes the features computed from --checkpoint; with "
+                "--features they exist already"
+            )
+        if not args.save_features.endswith(".npy"):
+            raise ValueError(f"--save-features {args.save_features!r}: the features are an .npy")
+        outputs["features"] = Path(args.save_features)
+    return outputs
+
+
+def load_features(path: str, count: int, *, flip: bool, names_file: str):
+    """Image features from ``--features``: an ``(N, D)`` .npy, or ijb_evals.py's .npz with the
+    embeddings of the crops (``embs``) and of the mirrored crops (``embs_f``), summed unless
+    ``flip`` is off. Row count checked against the meta file."""
+    import numpy as np
+
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"features file {path!r} does not exist")
+    try:
+        data = np.load(file, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"{path!r} is not a NumPy .npy / .npz file ({e})") from None
+    if hasattr(data, "files"):
+        if "embs" not in data:
+            raise ValueError(
+                f"{path!r} holds {sorted(data.files)}: an .npz of features needs 'embs' (and "
+                "'embs_f', the mirrored crops), as ijb_evals.py writes it; or give an .npy"
+            )
+        features = data["embs"]
+        if flip:
+            if "embs_f" not in data or not len(data["embs_f"]):
+                raise ValueError(
+                    f"{path!r} has no 'embs_f' (the mirrored crops' embeddings): pass "
+                    "--no-flip to use 'embs' alone"
+                )
+            features = features + data["embs_f"]
+    else:
+        if not flip:
+            raise ValueError(
+                f"--no-flip: the features of {path!r} are used as they are (an .npy holds one "
+                "feature per image); compute them without flipping instead"
+            )
+        features = data
+    if features.ndim != 2 or len(features) != count:
+        raise ValueError(
+            f"{path!r} holds features of shape {features.shape}, but {names_file} lists {count} "
+            "images: give one row per image, in that file's order"
+        )
+    return features
+
+
+def _embed(args: argparse.Namespace, meta):
+    """Features of every image from the checkpoint; unreadable images counted and named."""
+    from resvision.tasks.face.ijb import embed_ijb
+    from resvision.tasks.face.inference import Embedder
+
+    embedder = Embedder.from_checkpoint(args.checkpoint, device=args.device)
+    t0 = time.perf_counter()
+    features, skipped = embed_ijb(
+        embedder,
+        meta,
+        flip=not args.no_flip,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+    )
+    took = time.perf_counter() - t0
+    for name, reason in skipped[:SHOWN_SKIPS]:
+        log.warning("skipped %s: %s", name, reason)
+    if len(skipped) > SHOWN_SKIPS:
+        log.warning("... and %d more unreadable images", len(skipped) - SHOWN_SKIPS)
+    done = len(meta) - len(skipped)
+    note = f", {plural(len(skipped), 'unreadable image')} skipped" if skipped else ""
+    print(
+        f"embedded {plural(done, 'image')}{note} in {took:.1f} s ({done / max(took, 1e-9):.1f} "
+        f"images/s, {'flip' if not args.no_flip else 'no flip'})"
+    )
+    return features, len(skipped)
+
+
+def _print(result) -> None:
+    from resvision.tasks.face.ijb import FPIRS, RANKS, tar_key, tpir_key
+    from resvision.tasks.table import format_table
+
+    m, c = result.metrics, result.summary()["counts"]
+    fars = list(result.points)
+    print(
+        f"\n{result.target} 1:1 verification: {c['templates']:,} templates, {c['pairs']:,} pairs "
+        f"({c['genuine_pairs']:,} genuine), {c['images_used']:,} of {c['images']:,} images"
+    )
+    rows = [["TAR %", *[100 * m[tar_key(f)] for f in fars], 100 * m["AUC"]]]
+    print(format_table(["FAR", *[str(f) for f in fars], "AUC %"], rows, floatfmt=".2f"))
+    if result.galleries:
+        names = " and ".join(g.name for g in result.galleries)
+        print(
+            f"\n{result.target} 1:N identification ({names} as separate open-set galleries, "
+            f"averaged; {result.galleries[0].mated + result.galleries[0].non_mated:,} probe "
+            "templates)"
+        )
+        headers = [*[tpir_key(f) for f in FPIRS], *[f"rank-{r}" for r in RANKS]]
+        values = [100 * m[tpir_key(f)] for f in FPIRS] + [100 * m[f"rank{r}"] for r in RANKS]
+        print(format_table(["%", *headers], [["", *values]], floatfmt=".2f"))
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from resvision.datasets.face.ijb import meta_paths, read_ijb_meta
+    from resvision.tasks.engine.files import atomic_write_text, atomic_write_with
+    from resvision.tasks.face.ijb import evaluate_ijb, save_ijb_roc_png
+
+    outputs = _outputs(args)
+    root = Path(args.root)
+    check_outputs(
+        outputs.values(),
+        inputs=[Path(args.features)] if args.features else [],
+        input_folders=[root] if root.is_dir() else [],
+        overwrite=args.overwrite,
+    )
+    t0 = time.perf_counter()
+    meta = read_ijb_meta(root, args.target)
+    galleries = " / ".join(g.name for g in meta.galleries)
+    print(
+        f"{args.target}: {plural(len(meta), 'image')}, {plural(len(meta.labels), 'template pair')}"
+        f", {f'1:N galleries {galleries}' if galleries else 'no 1:N files (1:1 only)'}"
+        f" (meta read in {time.perf_counter() - t0:.1f} s)"
+    )
+    names_file = str(meta_paths(root, args.target)["name_5pts_score"])
+    if args.features:
+        features = load_features(
+            args.features, len(meta), flip=not args.no_flip, names_file=names_file
+        )
+        missing = int((~np.isfinite(features).all(1)).sum())
+        if missing:
+            print(f"{plural(missing, 'image')} without a feature (NaN rows) left out")
+    else:
+        features, missing = _embed(args, meta)
+        if "features" in outputs:
+            atomic_write_with(outputs["features"], lambda f: np.save(f, features))
+            print(f"image features -> {outputs['features']}")
+    if missing == len(meta):
+        print("no image could be read: nothing to evaluate")
+        return 1
+    t0 = time.perf_counter()
+    result = evaluate_ijb(
+        meta,
+        features,
+        normalize=args.no_norm,
+        detector_score=not args.no_detector_score,
+    )
+    result.settings["flip"] = not args.no_flip
+    result.settings["source"] = args.features or args.checkpoint
+    _print(result)
+    print(f"(protocol computed in {time.perf_counter() - t0:.1f} s)")
+    if args.out:
+        atomic_write_text(outputs["ijb.json"], json.dumps(result.summary(), indent=1))
+        save_ijb_roc_png(result, outputs["roc.png"])
+        atomic_write_with(outputs["scores.npy"], lambda f: np.save(f, result.scores))
+        print(f"ijb.json, roc.png, scores.npy -> {args.out}")
+    return 0
+
+
+IJB = Command(
+    "IJB-B / IJB-C: TAR@FAR (1:1) and TPIR@FPIR, rank-N (1:N), as InsightFace reports them",
+    _arguments,
+    run,
+    description="IJB-B / IJB-C evaluation on InsightFace's layout (ROOT/meta, ROOT/loose_crop): "
+    "each image aligned with norm_crop from its five landmarks and embedded (flip-summed), "
+    "pooled into templates (media averaged, then summed, then normalized), 1:1 TAR at FAR "
+    "1e-6..1e-1 as arcface_torch's eval_ijbc.py reads its ROC, and 1:N (when the gallery and "
+    "probe files exist) as ijb_evals.py: G1 / G2 scored as separate open-set galleries, "
+    "averaged.",
+)
