@@ -59,12 +59,23 @@ def _edit(path, line, text):
         ),
         (
             lambda m: _edit(m / "ijbb_name_5pts_score.txt", 1, "2.jpg" + " a" * 11),
-            "landmarks and scores must be numbers",
+            "line 2: 'name x1 y1 ... x5 y5 score' must be numbers",
         ),
         (lambda m: _edit(m / "ijbb_template_pair_label.txt", 3, "1 2 5"), "line 4: the label"),
         (lambda m: (m / "ijbb_1N_gallery_S2.csv").unlink(), "ijbb_1N_gallery_S2.csv"),
+        (lambda m: (m / "ijbb_1N_probe_mixed.csv").write_text(""), "probe_mixed.csv.*is empty"),
+        (lambda m: _edit(m / "ijbb_1N_gallery_S1.csv", 2, "5;6"), "line 3: expected 2 fields"),
     ],
-    ids=["missing", "short-row", "other-order", "not-numbers", "bad-label", "partial-1N"],
+    ids=[
+        "missing",
+        "short-row",
+        "other-order",
+        "not-numbers",
+        "bad-label",
+        "partial-1N",
+        "empty",
+        "csv-row",
+    ],
 )
 def test_bad_meta_files_are_named(folder, change, message):
     root, _, _ = folder
