@@ -172,9 +172,10 @@ def pair_scores(
     *,
     block_elements: int = 1 << 25,
 ) -> np.ndarray:
-    """``(P,)`` float64 cosine of each template pair ``pairs (P, 2)`` (template ids), from the
-    Gram matrix of the templates that occur first against those that occur second, computed
-    ``block_elements`` entries at a time."""
+    """``(P,)`` float64 cosine of each template pair ``pairs (P, 2)`` (template ids), read from
+    the Gram matrix of the templates that occur first against those that occur second (IJB
+    pairs are gallery x probe templates: one matrix product instead of a gather per pair),
+    computed ``block_elements`` entries (256 MB) at a time."""
     pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
     a = _positions(template_ids, pairs[:, 0], "template pairs")
     b = _positions(template_ids, pairs[:, 1], "template pairs")
@@ -189,11 +190,15 @@ def pair_scores(
     left, right = feats[ua], feats[ub].T
     scores = np.empty(len(pairs), np.float64)
     rows = max(1, block_elements // max(len(ub), 1))
-    if rows >= len(ua):
-        return np.dot(left, right)[ia, ib]
+    in_order = bool((ia[1:] >= ia[:-1]).all())  # pair files list pairs by their first template
     for lo in range(0, len(ua), rows):
-        sel = np.flatnonzero((ia >= lo) & (ia < lo + rows))
-        scores[sel] = np.dot(left[lo : lo + rows], right)[ia[sel] - lo, ib[sel]]
+        hi = min(lo + rows, len(ua))
+        if in_order:
+            sel = slice(int(np.searchsorted(ia, lo)), int(np.searchsorted(ia, hi)))
+        else:
+            sel = np.flatnonzero((ia >= lo) & (ia < hi)) if rows < len(ua) else slice(None)
+        block = np.dot(left[lo:hi], right)
+        scores[sel] = block.ravel()[(ia[sel] - lo) * len(ub) + ib[sel]]
     return scores
 
 
