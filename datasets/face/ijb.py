@@ -237,7 +237,13 @@ class IJBImages(Dataset):
     def __init__(self, meta: IJBMeta, *, image_size: int = 112) -> None:
         self.meta = meta
         self.paths = meta.image_paths()
+        self.landmarks = meta.landmarks
         self.image_size = image_size
+
+    def __getstate__(self) -> dict:
+        """What a DataLoader worker receives: the images' paths and landmarks, not the whole
+        meta (IJB-C's pairs alone are 250 MB)."""
+        return {**self.__dict__, "meta": None}
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -246,7 +252,7 @@ class IJBImages(Dataset):
         index = index[0] if isinstance(index, tuple) else index
         try:
             image = read_rgb(self.paths[index])
-            crop = align_crop(image, self.meta.landmarks[index], self.image_size)
+            crop = align_crop(image, self.landmarks[index], self.image_size)
             error = ""
         except ImageReadError as e:
             crop, error = np.zeros((self.image_size, self.image_size, 3), np.uint8), str(e)

@@ -87,3 +87,17 @@ def test_bad_meta_files_are_named(folder, change, message):
 def test_a_target_that_is_neither(tmp_path):
     with pytest.raises(ValueError, match="'IJBA' is not one of IJBB, IJBC"):
         read_ijb_meta(tmp_path, "IJBA")
+
+
+def test_crops_report_unreadable_images_and_workers_get_no_meta(folder):
+    import pickle
+
+    from resvision.datasets.face.ijb import IJBImages
+
+    root, _, _ = folder
+    crops = IJBImages(read_ijb_meta(root, "IJBB"), image_size=32)
+    item = crops[3]  # the folder has meta files but no images
+    assert "does not exist" in item["error"] and item["index"] == 3
+    assert item["image"].shape == (3, 32, 32) and not item["image"].any()
+    in_worker = pickle.loads(pickle.dumps(crops))  # what a DataLoader worker receives
+    assert in_worker.meta is None and in_worker[3]["error"] == item["error"]
