@@ -101,8 +101,10 @@ def _sequential_sums(
         step = max(1, (1 << 17) // k)  # at most ~131k rows gathered at once
         for lo in range(0, len(groups), step):
             g = groups[lo : lo + step]
-            block = x[rows[starts[g][:, None] + np.arange(k)]]
-            out[g] = block[:, 0] if k == 1 else block.sum(axis=1)
+            if k == 1:
+                out[g] = x[rows[starts[g]]]
+            else:
+                out[g] = x[rows[starts[g][:, None] + np.arange(k)]].sum(axis=1)
     return out
 
 
@@ -138,9 +140,9 @@ def template_features(
     first = np.flatnonzero(np.r_[True, (t[1:] != t[:-1]) | (m[1:] != m[:-1])])
     counts = np.diff(np.r_[first, len(order)])
     media = _sequential_sums(features, order, first, counts)
-    # np.mean's division: the float32 sum by the count (computed in float64 and rounded, which
-    # is the float32 quotient itself)
-    media = (media / counts[:, None]).astype(features.dtype)
+    # np.mean's division of the sum by the count, in the features' dtype: NumPy computes it in
+    # float64 and rounds, which gives the correctly rounded float32 quotient itself
+    media /= counts[:, None].astype(media.dtype)
     mt = t[first]
     tfirst = np.flatnonzero(np.r_[True, mt[1:] != mt[:-1]])
     tsum = _sequential_sums(media, np.arange(len(media)), tfirst, np.diff(np.r_[tfirst, len(mt)]))
@@ -459,9 +461,14 @@ def evaluate_ijb(
     metrics = {tar_key(f): float(tpr[i]) for f, i in points.items()}
     metrics["AUC"] = roc_auc(fpr, tpr)
     galleries: list[GalleryResult] = []
+    settings: dict[str, Any] = {"normalize": normalize, "detector_score": detector_score}
     if one_to_n and meta.probes is not None:
-        one_n, galleries = evaluate_1n(ids, feats, meta.galleries, meta.probes)
-        metrics |= one_n
+        try:
+            one_n, galleries = evaluate_1n(ids, feats, meta.galleries, meta.probes)
+            metrics |= one_n
+        except ValueError as e:  # a subset whose galleries cannot be scored: 1:1 still counts
+            log.warning("IJB 1:N not computed: %s", e)
+            settings["one_to_n_not_computed"] = str(e)
     return IJBResult(
         target=meta.target,
         metrics=metrics,
@@ -475,7 +482,7 @@ def evaluate_ijb(
         images_used=int(valid.sum()),
         templates=len(ids),
         galleries=galleries,
-        settings={"normalize": normalize, "detector_score": detector_score},
+        settings=settings,
     )
 
 

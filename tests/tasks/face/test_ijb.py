@@ -166,6 +166,12 @@ def test_unreadable_images_are_left_out_as_if_absent(protocol, tmp_path):
 
     lost = p.pairs[0, 1]
     features[p.templates == lost] = np.nan
+    meta = _meta(p, tmp_path)
+    unknown = np.full_like(meta.probes.subjects, -1)  # no probe of an enrolled subject
+    meta.probes = TemplateSubjects("probes", meta.probes.templates, unknown)
+    only_1_1 = ijb.evaluate_ijb(meta, features)
+    assert "rank1" not in only_1_1.metrics and only_1_1.metrics["AUC"] > 0
+    assert "enrolled" in only_1_1.settings["one_to_n_not_computed"]
     again = ijb.evaluate_ijb(_meta(p, tmp_path), features)
     with_lost = (p.pairs == lost).any(1)
     assert (again.scores[with_lost] == 0).all()
