@@ -52,6 +52,10 @@ def test_template_features_are_bit_identical_to_the_loops(protocol, normalize, d
     expected, expected_ids, _ = ref.image2template_feature(expected_x, p.templates, p.medias)
     assert np.array_equal(ids, expected_ids)
     assert np.array_equal(feats, expected)  # bit for bit, not approximately
+    if detector:  # the weights applied while pooling, as evaluate_ijb does: the same bits
+        x = ijb.image_features(p.features, normalize=normalize, detector_score=False)
+        _, fused = ijb.template_features(x, p.templates, p.medias, weights=p.faceness)
+        assert np.array_equal(fused, expected)
 
 
 def test_one_to_one_figures_are_identical(protocol):
@@ -101,6 +105,23 @@ def test_roc_curve_is_scikit_learns_with_ties():
             assert np.array_equal(a, b)
         if levels == n:  # mostly distinct scores: runs of one label are collinear, dropped
             assert len(got[0]) < 0.8 * len(np.unique(scores))
+
+
+def test_roc_curve_is_scikit_learns_on_random_small_cases():
+    """Ties among impostors, among genuine pairs and across both, two or three distinct
+    scores, one genuine pair: the points that turn are all found."""
+    from sklearn.metrics import roc_curve
+
+    rng = np.random.default_rng(3)
+    for _ in range(400):
+        n = int(rng.integers(2, 120))
+        levels = int(rng.choice([1, 2, 3, 8, 50, 10**6]))
+        scores = np.round(rng.normal(size=n) * levels / 4) / levels
+        labels = rng.random(n) < rng.uniform(0.02, 0.98)
+        if labels.all() or not labels.any():
+            continue
+        for a, b in zip(ijb.roc_curve(scores, labels), roc_curve(labels, scores)):
+            assert np.array_equal(a, b), (scores, labels)
 
 
 def test_nearest_point_is_eval_ijbc_s_choice_even_on_ties():
