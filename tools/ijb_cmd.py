@@ -223,7 +223,8 @@ def run(args: argparse.Namespace) -> int:
         normalize=args.no_norm,
         detector_score=not args.no_detector_score,
     )
-    result.settings["flip"] = not args.no_flip
+    from_npy = args.features and not args.features.endswith(".npz")
+    result.settings["flip"] = "as in the features file" if from_npy else not args.no_flip
     result.settings["source"] = args.features or args.checkpoint
     _print(result)
     print(f"(protocol computed in {time.perf_counter() - t0:.1f} s)")

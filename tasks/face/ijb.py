@@ -528,9 +528,8 @@ def save_ijb_roc_png(result: IJBResult, path: str | Path) -> Path:
     """The 1:1 ROC of ``result`` (its corners), the point each TAR@FAR figure reads marked."""
     name = f"{result.target} 1:1 (AUC {100 * result.metrics['AUC']:.2f}%)"
     curves = {name: (result.fpr, result.tpr, result.thresholds, list(result.points.values()))}
-    fars = ", ".join(f"{f:g}" for f in result.points)
     return save_roc_points_png(
-        curves, path, title=f"{result.target} 1:1 ROC (points: the nearest to FAR {fars})"
+        curves, path, title=f"{result.target} 1:1 ROC (marked: the points TAR@FAR reads)"
     )
 
 
