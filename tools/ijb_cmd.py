@@ -165,6 +165,8 @@ def _print(result) -> None:
     )
     rows = [["TAR %", *[100 * m[tar_key(f)] for f in fars], 100 * m["AUC"]]]
     print(format_table(["FAR", *[str(f) for f in fars], "AUC %"], rows, floatfmt=".2f"))
+    if "one_to_n_not_computed" in result.settings:
+        print(f"\n1:N not computed: {result.settings['one_to_n_not_computed']}")
     if result.galleries:
         names = " and ".join(g.name for g in result.galleries)
         print(
@@ -185,6 +187,8 @@ def run(args: argparse.Namespace) -> int:
     from resvision.tasks.face.ijb import evaluate_ijb, save_ijb_roc_png
 
     outputs = _outputs(args)
+    if args.features and not Path(args.features).is_file():
+        raise FileNotFoundError(f"features file {args.features!r} does not exist")
     root = Path(args.root)
     check_outputs(
         outputs.values(),
@@ -216,6 +220,11 @@ def run(args: argparse.Namespace) -> int:
     if missing == len(meta):
         print("no image could be read: nothing to evaluate")
         return 1
+    print(
+        f"pooling {plural(len(meta) - missing, 'image')} into templates, scoring "
+        f"{len(meta.labels):,} pairs{' and the 1:N galleries' if meta.galleries else ''} ...",
+        flush=True,
+    )
     t0 = time.perf_counter()
     result = evaluate_ijb(
         meta,
