@@ -127,21 +127,22 @@ def load_features(path: str, count: int, *, flip: bool, names_file: str):
 
 def _embed(args: argparse.Namespace, meta):
     """Features of every image from the checkpoint; unreadable images counted and named."""
-    from resvision.tasks.face.ijb import embed_ijb
+    from resvision.tasks.face.ijb import embed_aligned
     from resvision.tasks.face.inference import Embedder
 
     embedder = Embedder.from_checkpoint(args.checkpoint, device=args.device)
     t0 = time.perf_counter()
-    features, skipped = embed_ijb(
+    features, skipped = embed_aligned(
         embedder,
-        meta,
+        meta.image_paths(),
+        meta.landmarks,
         flip=not args.no_flip,
         batch_size=args.batch_size,
         num_workers=args.workers,
     )
     took = time.perf_counter() - t0
-    for name, reason in skipped[:SHOWN_SKIPS]:
-        log.warning("skipped %s: %s", name, reason)
+    for index, reason in skipped[:SHOWN_SKIPS]:
+        log.warning("skipped %s: %s", meta.names[index], reason)
     if len(skipped) > SHOWN_SKIPS:
         log.warning("... and %d more unreadable images", len(skipped) - SHOWN_SKIPS)
     done = len(meta) - len(skipped)

@@ -229,20 +229,31 @@ def read_ijb_meta(root: str | os.PathLike, target: str, *, one_to_n: bool = True
 
 
 class IJBImages(Dataset):
-    """The aligned face crops of the images of ``meta``: :func:`align_crop` from the meta
-    file's five landmarks (``norm_crop`` to 112 px as InsightFace's scripts, resized to
-    ``image_size``). Items are ``{"image": (3, S, S) uint8, "index": i, "error": ""}``; an image
-    that cannot be read gives a black crop and its error message."""
+    """Aligned face crops of images given with five landmarks each (IJB's loose crops and the
+    meta file's landmarks): :func:`align_crop` (``norm_crop`` to 112 px, as InsightFace's
+    scripts, then resized to ``image_size``). Items are ``{"image": (3, S, S) uint8, "index":
+    i, "error": ""}``; an image that cannot be read gives a black crop and its error message.
+    :meth:`from_meta` keeps the meta beside the images (for the evaluator)."""
 
-    def __init__(self, meta: IJBMeta, *, image_size: int = 112) -> None:
-        self.meta = meta
-        self.paths = meta.image_paths()
-        self.landmarks = meta.landmarks
+    def __init__(
+        self, paths: Sequence[str | os.PathLike], landmarks: np.ndarray, *, image_size: int = 112
+    ) -> None:
+        if len(paths) != len(landmarks):
+            raise ValueError(f"{len(paths)} images but {len(landmarks)} sets of landmarks")
+        self.paths = [Path(p) for p in paths]
+        self.landmarks = np.asarray(landmarks, np.float32).reshape(-1, 5, 2)
         self.image_size = image_size
+        self.meta: IJBMeta | None = None
+
+    @classmethod
+    def from_meta(cls, meta: IJBMeta, *, image_size: int = 112) -> IJBImages:
+        crops = cls(meta.image_paths(), meta.landmarks, image_size=image_size)
+        crops.meta = meta
+        return crops
 
     def __getstate__(self) -> dict:
-        """What a DataLoader worker receives: the images' paths and landmarks, not the whole
-        meta (IJB-C's pairs alone are 250 MB)."""
+        """What a DataLoader worker receives: the images' paths and landmarks, not the meta
+        (IJB-C's pairs alone are 250 MB)."""
         return {**self.__dict__, "meta": None}
 
     def __len__(self) -> int:

@@ -17,7 +17,7 @@ _EXPORTS = {
     "VerificationEvaluator": "evaluation",
     "evaluate_embeddings": "evaluation",
     "IJBResult": "ijb",
-    "embed_ijb": "ijb",
+    "embed_aligned": "ijb",
     "evaluate_ijb": "ijb",
     "FaceTrainingModel": "model",
     "build_embedder": "model",

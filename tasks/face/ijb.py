@@ -542,26 +542,29 @@ def _collate(items: list[dict]) -> dict[str, Any]:
     }
 
 
-def embed_ijb(
+def embed_aligned(
     embedder: Embedder,
-    meta: IJBMeta,
+    paths: Sequence[str | Path],
+    landmarks: np.ndarray,
     *,
     flip: bool = True,
+    normalize: bool = False,
     batch_size: int = 64,
     num_workers: int = 0,
     show_progress: bool = True,
-) -> tuple[np.ndarray, list[tuple[str, str]]]:
-    """``(features (N, D) float32, skipped)``: each image's embedding as the protocol takes it
-    (not normalized; plus the mirrored crop's with ``flip``), aligned with ``norm_crop`` from
-    the meta landmarks; images that are missing or cannot be decoded get a NaN row and are
-    listed in ``skipped`` as ``(name, reason)``.
+) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """``(features (N, D) float32, skipped)``: the embedding of each image aligned with
+    ``norm_crop`` from its five ``landmarks (N, 5, 2)`` (plus the mirrored crop's with
+    ``flip``; not normalized unless ``normalize``: IJB templates weigh images by the length);
+    an image that is missing or cannot be decoded gets a NaN row and is listed in ``skipped``
+    as ``(index, reason)``.
 
-    One pass in batches through :class:`Embedder`, with ``num_workers`` processes decoding
-    and aligning. (The bulk-prediction path of issue 19 (resumable parts, torchrun sharding)
-    is meant to replace this loop for collection-sized runs.)"""
-    dataset = IJBImages(meta, image_size=embedder.image_size)
+    One pass in batches through :class:`Embedder`, ``num_workers`` processes reading and
+    aligning. (The bulk-prediction path of issue 19 (resumable parts, torchrun sharding) is
+    meant to replace this loop for collection-sized runs: the same inputs, the same rows.)"""
+    dataset = IJBImages(paths, landmarks, image_size=embedder.image_size)
     features = np.full((len(dataset), embedder.model.embedding_size), np.nan, np.float32)
-    skipped: list[tuple[str, str]] = []
+    skipped: list[tuple[int, str]] = []
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -572,13 +575,11 @@ def embed_ijb(
     )
     batches = -(-len(dataset) // batch_size)
     if show_progress:
-        loader = progress(loader, total=batches, desc="embedding IJB crops")
+        loader = progress(loader, total=batches, desc="embedding face crops")
     for batch in loader:
         ok = [i for i, e in enumerate(batch["errors"]) if not e]
-        for index, error in zip(batch["indices"], batch["errors"]):
-            if error:
-                skipped.append((str(meta.names[index]), error))
+        skipped += [(int(i), e) for i, e in zip(batch["indices"], batch["errors"]) if e]
         if ok:
-            out = embedder.embed_crops(batch["images"][ok], flip=flip, normalize=False)
+            out = embedder.embed_crops(batch["images"][ok], flip=flip, normalize=normalize)
             features[np.asarray(batch["indices"])[ok]] = out
     return features, skipped

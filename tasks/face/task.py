@@ -70,7 +70,7 @@ class FaceTask(Task):
         ijb = None
         if cfg.ijb.root:
             meta = read_ijb_meta(cfg.ijb.root, cfg.ijb.target, one_to_n=cfg.ijb.one_to_n)
-            ijb = IJBImages(meta, image_size=d.image_size)
+            ijb = IJBImages.from_meta(meta, image_size=d.image_size)
         if d.source == "synthetic":
             held_out = SyntheticFaces(
                 d.synthetic_val_identities,

@@ -95,7 +95,7 @@ def test_crops_report_unreadable_images_and_workers_get_no_meta(folder):
     from resvision.datasets.face.ijb import IJBImages
 
     root, _, _ = folder
-    crops = IJBImages(read_ijb_meta(root, "IJBB"), image_size=32)
+    crops = IJBImages.from_meta(read_ijb_meta(root, "IJBB"), image_size=32)
     item = crops[3]  # the folder has meta files but no images
     assert "does not exist" in item["error"] and item["index"] == 3
     assert item["image"].shape == (3, 32, 32) and not item["image"].any()
