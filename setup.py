@@ -48,7 +48,11 @@ EXTRAS = {
     "demo": ["scikit-image>=0.21"],
 }
 EXTRAS["dev"] = sorted(
-    {"pytest>=7.4", "ruff>=0.5"} | set(EXTRAS["export"]) | set(EXTRAS["face"]) | set(EXTRAS["demo"])
+    {"pytest>=7.4", "ruff>=0.5"}
+    | {"scikit-learn>=1.3"}  # the tests' reference for the IJB protocol's ROC (roc_curve, auc)
+    | set(EXTRAS["export"])
+    | set(EXTRAS["face"])
+    | set(EXTRAS["demo"])
 )
 
 setup(

@@ -1,4 +1,5 @@
-"""``resvision benchmark face``: training samples/s against the arcface_torch way, evaluation time.
+"""``resvision benchmark face``: training samples/s against the arcface_torch way, evaluation time
+(the 10-fold verification protocol, and IJB-C at its real size: benchmarks/face_ijb.py).
 
 The peer is the same iResNet trained as arcface_torch does it: fp16 autocast over the trunk only,
 the head, classifier and margin loss in fp32, a gradient scaler, NCHW memory layout and a full
@@ -132,7 +133,18 @@ def main(argv: list[str]) -> int:
         "--steps", type=int, default=None, help="timed steps (default 20 on GPU, 2 on CPU)"
     )
     p.add_argument("--pairs", type=int, default=6000)
-    p.add_argument("--skip", nargs="*", default=[], choices=("training", "verification"))
+    p.add_argument(
+        "--ijb-scale", type=float, default=1.0, help="IJB-C protocol size (1 = the real one)"
+    )
+    p.add_argument(
+        "--ijb-no-reference",
+        action="store_true",
+        help="time only resvision's IJB protocol (the loops take minutes at full size)",
+    )
+    p.add_argument(
+        "--ijb-no-files", action="store_true", help="do not time the reading of the meta files"
+    )
+    p.add_argument("--skip", nargs="*", default=[], choices=("training", "verification", "ijb"))
     args = p.parse_args(argv)
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
@@ -162,5 +174,11 @@ def main(argv: list[str]) -> int:
                 bench_verification(args.pairs),
                 floatfmt=".4f",
             )
+        )
+    if "ijb" not in args.skip:
+        from .face_ijb import bench_ijb
+
+        bench_ijb(
+            scale=args.ijb_scale, reference=not args.ijb_no_reference, files=not args.ijb_no_files
         )
     return 0

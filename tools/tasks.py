@@ -51,6 +51,7 @@ COMMANDS = {
     ("face", "search"): "face_cmd:SEARCH",
     ("face", "verify"): "face_cmd:VERIFY",
     ("face", "cluster"): "face_cmd:CLUSTER",
+    ("face", "ijb"): "ijb_cmd:IJB",
     ("face", "convert"): "face_cmd:CONVERT",
     ("demo", None): "demo:DEMO",
     ("depth", "gradients"): "depth_cmd:GRADIENTS",
@@ -75,7 +76,7 @@ VERBS = {
         "benchmark NAME --help` lists the benchmark's options.",
     ),
     "face": (
-        "face pipeline: embed, search, verify, cluster, convert",
+        "face pipeline: embed, search, verify, cluster, ijb, convert",
         "The face-embedding pipeline.",
     ),
     "depth": (

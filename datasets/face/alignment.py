@@ -92,6 +92,13 @@ def norm_crop(image: np.ndarray, landmarks: np.ndarray, image_size: int = 112) -
     return cv2.warpAffine(image, matrix, (image_size, image_size), borderValue=0.0)
 
 
+def align_crop(image: np.ndarray, landmarks: np.ndarray, image_size: int) -> np.ndarray:
+    """The aligned ``image_size`` square crop: :func:`norm_crop` at ``image_size`` when it is a
+    multiple of 112, else at 112 px and then resized (training, evaluation and inference)."""
+    align = 112 if image_size % 112 else image_size
+    return resize_square(norm_crop(image, landmarks, align), image_size)
+
+
 def read_landmarks(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Landmarks per image from JSON (``{"name.jpg": [[x, y] x 5]}``) or CSV
     (``name,x1,y1,...,x5,y5``), keyed by the file name relative to the file's folder."""

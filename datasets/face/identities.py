@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from ..images import ImageReadError, read_rgb
 from ..inputs import IMAGE_SUFFIXES
 from ..recordio import RecordReader, RecordWriter, pack, unpack
-from .alignment import norm_crop, read_landmarks, resize_square, to_tensor
+from .alignment import align_crop, read_landmarks, resize_square, to_tensor
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,7 @@ class FaceFolder(Dataset):
         if self.landmarks is not None:
             if name not in self.landmarks:
                 raise ImageReadError(f"no landmarks for {name!r} in the landmark file")
-            align_size = 112 if self.image_size % 112 else self.image_size
-            image = norm_crop(image, self.landmarks[name], align_size)
+            return align_crop(image, self.landmarks[name], self.image_size)
         return resize_square(image, self.image_size)
 
     def __getitem__(self, key):

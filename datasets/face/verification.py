@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 from ..images import ImageReadError, read_rgb
 from .alignment import resize_square, to_tensor
+from .ijb import IJBImages
 
 
 class _BinUnpickler(pickle.Unpickler):
@@ -149,17 +150,28 @@ class VerificationSet(Dataset):
 
 
 class VerificationSuite(Dataset):
-    """Several verification sets end to end; items carry their position in the suite."""
+    """Several verification sets end to end, then the crops of an IJB folder (``ijb``,
+    optional); items carry their position in the suite and a read error (IJB images that
+    cannot be read are reported, not fatal)."""
 
-    def __init__(self, sets: Sequence[VerificationSet]) -> None:
+    def __init__(self, sets: Sequence[VerificationSet], ijb: IJBImages | None = None) -> None:
         self.sets = list(sets)
+        self.ijb = ijb
         self.starts = np.cumsum([0] + [len(s) for s in self.sets])
 
-    def __len__(self) -> int:
+    @property
+    def pair_images(self) -> int:
+        """How many items belong to the verification sets (the IJB crops follow them)."""
         return int(self.starts[-1])
+
+    def __len__(self) -> int:
+        return self.pair_images + (len(self.ijb) if self.ijb is not None else 0)
 
     def __getitem__(self, index) -> dict:
         index = index[0] if isinstance(index, tuple) else index
+        if index >= self.pair_images:
+            item = self.ijb[index - self.pair_images]
+            return {**item, "set": len(self.sets), "index": index}
         k = int(np.searchsorted(self.starts, index, side="right") - 1)
         item = self.sets[k][index - int(self.starts[k])]
-        return {"image": item["image"], "set": k, "index": index}
+        return {"image": item["image"], "set": k, "index": index, "error": ""}

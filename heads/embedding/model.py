@@ -87,13 +87,16 @@ class EmbeddingModel(nn.Module):
         return self.head(self.backbone(x)[self.backbone.feature_specs[-1].name])
 
     @torch.no_grad()
-    def embed(self, images: torch.Tensor, flip: bool = False) -> torch.Tensor:
+    def embed(
+        self, images: torch.Tensor, flip: bool = False, normalize: bool = True
+    ) -> torch.Tensor:
         """L2-normalized embeddings; ``flip`` adds the horizontally flipped image's embedding
-        before normalizing (InsightFace's verification protocol)."""
+        before normalizing (InsightFace's verification protocol); ``normalize=False`` keeps
+        the sum's length (IJB templates weigh images by it)."""
         out = self(images).float()
         if flip:
             out = out + self(images.flip(-1)).float()
-        return F.normalize(out, dim=1)
+        return F.normalize(out, dim=1) if normalize else out
 
 
 def build_embedding_model(cfg: EmbeddingModelConfig, *, backbone_weights=None) -> EmbeddingModel:

@@ -20,13 +20,21 @@ from .inference import Embedder, read_face_crop
 
 
 class EmbeddingsBulk(BulkJob):
-    """Embed aligned crops (or photos with landmarks: the run's ``extras``) into ``out``."""
+    """Embed aligned crops (or photos with landmarks: the run's ``extras``) into ``out``
+    (unit length unless not ``normalize``)."""
 
     def __init__(
-        self, embedder: Embedder, out: Path, *, flip: bool, depends_on: dict[str, Any]
+        self,
+        embedder: Embedder,
+        out: Path,
+        *,
+        flip: bool,
+        depends_on: dict[str, Any],
+        normalize: bool = True,
     ) -> None:
         super().__init__(depends_on)
         self.embedder, self.out, self.flip = embedder, Path(out), flip
+        self.normalize = normalize
 
     def loader(self) -> Loader:
         return functools.partial(read_face_crop, image_size=self.embedder.image_size)
@@ -36,7 +44,7 @@ class EmbeddingsBulk(BulkJob):
         entries = {}
         if readable:
             crops = torch.stack([c for _, c in readable])
-            vectors = self.embedder.embed_crops(crops, flip=self.flip)
+            vectors = self.embedder.embed_crops(crops, flip=self.flip, normalize=self.normalize)
             for (i, _), v in zip(readable, vectors):
                 entries[i] = Entry(i, arrays={"embeddings": v[None]})
         return batch.entries(entries)

@@ -54,10 +54,24 @@ class FaceDataConfig:
 
 
 @dataclass
+class IJBConfig:
+    """IJB-B / IJB-C as a validation metric beside the verification sets: a folder in
+    InsightFace's IJB layout (``meta/`` + ``loose_crop/``; a subset of the real one keeps it
+    quick), evaluated with the protocol of ``resvision face ijb`` (flip-summed embeddings)."""
+
+    root: str = ""  # empty: off
+    target: Literal["IJBB", "IJBC"] = "IJBC"
+    normalize: bool = False  # True: each image's feature L2-normalized before pooling
+    detector_score: bool = True  # weigh images by the meta file's faceness score
+    one_to_n: bool = True  # also 1:N when the folder holds the gallery / probe files
+
+
+@dataclass
 class FaceConfig:
     model: FaceModelConfig = field(default_factory=FaceModelConfig)
     margin: MarginConfig = field(default_factory=MarginConfig)
     data: FaceDataConfig = field(default_factory=FaceDataConfig)
+    ijb: IJBConfig = field(default_factory=IJBConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)

@@ -22,16 +22,22 @@ gives a target FAR in cosine and squared-L2 units (``d = 2 - 2 cos`` for unit ve
 from __future__ import annotations
 
 import itertools
+import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch.nn.functional as F
 
 from resvision.datasets.face import VerificationSuite
 from resvision.tasks.engine import distributed as D
 from resvision.tasks.engine.task import Evaluator
 
+from .config import IJBConfig
+from .ijb import IJBResult, evaluate_ijb, save_ijb_roc_png
 from .visualize import save_roc_png
+
+log = logging.getLogger(__name__)
 
 FARS = (1e-1, 1e-2, 1e-3, 1e-4)
 
@@ -250,30 +256,44 @@ def purity(clusters, people) -> tuple[float, float]:
 
 class VerificationEvaluator(Evaluator):
     """The verification report of every set of a :class:`VerificationSuite` (``name/acc``,
-    ``name/auc``, TAR@FAR, ...) and ``acc``, the mean accuracy over the sets.
+    ``name/auc``, TAR@FAR, ...) and ``acc``, the mean accuracy over the sets; with an IJB folder
+    in the suite, its 1:1 (and 1:N) figures as ``ijbc/TAR@FAR=0.0001``, ``ijbc/rank1``, ...
 
     ``process(batch, embeddings)`` takes the batch's suite ``indices`` and their ``(B, D)``
-    flip-summed, normalized embeddings; every rank's shard is gathered before scoring.
+    flip-summed embeddings (not normalized: the verification sets normalize them, IJB
+    templates weigh images by their length); every rank's shard is gathered before scoring.
     """
 
-    def __init__(self, suite: VerificationSuite) -> None:
+    def __init__(self, suite: VerificationSuite, ijb: IJBConfig | None = None) -> None:
         self.suite = suite
+        self.ijb = ijb or IJBConfig()
         self.reset()
 
     def reset(self) -> None:
         self.indices: list[int] = []
         self.embeddings: list[np.ndarray] = []
+        self.errors: list[tuple[int, str]] = []
         self.last_curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.last_ijb: IJBResult | None = None
 
     def process(self, batch: dict[str, Any], embeddings: Any) -> None:
-        self.embeddings.append(embeddings.float().cpu().numpy())
-        self.indices += list(batch["indices"])
+        raw = embeddings.float()
+        out = F.normalize(raw, dim=1).cpu().numpy()  # what the verification protocol takes
+        indices = np.asarray(batch["indices"])
+        ijb = indices >= self.suite.pair_images
+        if ijb.any():
+            out[ijb] = raw.cpu().numpy()[ijb]
+        self.embeddings.append(out)
+        self.indices += indices.tolist()
+        errors = batch.get("errors") or [""] * len(indices)
+        self.errors += [(int(i), e) for i, e in zip(indices, errors) if e]
 
     def evaluate(self) -> dict[str, float]:
         dim = self.embeddings[0].shape[1] if self.embeddings else 0
         local = (
             np.array(self.indices, np.int64),
             np.concatenate(self.embeddings) if self.embeddings else np.zeros((0, dim)),
+            self.errors,
         )
         parts = D.gather_objects(local)  # every rank's shard before scoring
         idx = np.concatenate([p[0] for p in parts])
@@ -297,11 +317,40 @@ class VerificationEvaluator(Evaluator):
             }
             out[f"{vset.name}/threshold_cos@far1e-3"] = report["threshold_cos@far1e-3"]
         out["acc"] = float(np.mean(accs)) if accs else float("nan")
+        if suite.ijb is not None:
+            errors = sorted({e for p in parts for e in p[2]})
+            out |= self._evaluate_ijb(emb[suite.pair_images :], errors)
         return out
 
+    def _evaluate_ijb(self, features: np.ndarray, errors: list[tuple[int, str]]) -> dict:
+        meta = self.suite.ijb.meta
+        features = np.array(features, np.float32)
+        for index, _ in errors:
+            features[index - self.suite.pair_images] = np.nan
+        if errors:
+            log.warning(
+                "IJB: %d of %d images could not be read and are left out (first: %s)",
+                len(errors),
+                len(features),
+                errors[0][1],
+            )
+        cfg = self.ijb
+        self.last_ijb = evaluate_ijb(
+            meta,
+            features,
+            normalize=cfg.normalize,
+            detector_score=cfg.detector_score,
+            one_to_n=cfg.one_to_n,
+        )
+        prefix = meta.target.lower()
+        return {f"{prefix}/{k}": v for k, v in self.last_ijb.metrics.items()}
+
     def write_report(self, folder: Path) -> str | None:
-        """``roc.png``: the ROC curve of every verification set, thresholds marked."""
-        if not self.last_curves:
-            return None
-        path = save_roc_png(self.last_curves, Path(folder) / "roc.png", FARS)
-        return f"ROC curves -> {path}"
+        """``roc.png``: the ROC curve of every verification set, thresholds marked; with an IJB
+        folder, ``ijb_roc.png``: its 1:1 ROC, the points the TAR@FAR figures read marked."""
+        written = []
+        if self.last_curves:
+            written.append(save_roc_png(self.last_curves, Path(folder) / "roc.png", FARS))
+        if self.last_ijb is not None:
+            written.append(save_ijb_roc_png(self.last_ijb, Path(folder) / "ijb_roc.png"))
+        return f"ROC curves -> {', '.join(map(str, written))}" if written else None

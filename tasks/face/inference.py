@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from resvision.datasets.face import norm_crop, resize_square
+from resvision.datasets.face import align_crop, resize_square
 from resvision.datasets.images import ImageInput, as_image_list, image_to_array
 from resvision.heads.embedding import EmbeddingModel
 from resvision.tasks.engine.bulk import image_batches
@@ -24,8 +24,7 @@ def face_crop(image: np.ndarray, landmarks: np.ndarray | None, image_size: int) 
     landmarks when given (at 112 px, or ``S`` when it is a multiple of 112), then resized to
     ``S``; without landmarks the (already aligned) image resized."""
     if landmarks is not None:
-        align = 112 if image_size % 112 else image_size
-        image = norm_crop(image, landmarks, align)
+        return align_crop(image, landmarks, image_size)
     return resize_square(np.ascontiguousarray(image).astype(np.uint8), image_size)
 
 
@@ -101,12 +100,15 @@ class Embedder:
         return face_crop(image_to_array(image), landmarks, self.image_size)
 
     @torch.no_grad()
-    def embed_crops(self, crops: torch.Tensor | np.ndarray, *, flip: bool = True) -> np.ndarray:
-        """``crops: (N, S, S, 3)`` uint8 (:meth:`prepare`'s) -> ``(N, D)`` unit-length
-        embeddings."""
+    def embed_crops(
+        self, crops: torch.Tensor | np.ndarray, *, flip: bool = True, normalize: bool = True
+    ) -> np.ndarray:
+        """``crops: (N, S, S, 3)`` uint8 (:meth:`prepare`'s) -> ``(N, D)`` float32 embeddings,
+        unit-length unless not ``normalize``."""
         x = torch.as_tensor(crops).permute(0, 3, 1, 2).to(self.device, non_blocking=True)
         with autocast(self.device, self.amp):
-            return self.model.embed(x, flip=flip).float().cpu().numpy()
+            out = self.model.embed(x, flip=flip, normalize=normalize)
+        return out.float().cpu().numpy()
 
     @torch.no_grad()
     def embed(
@@ -117,15 +119,16 @@ class Embedder:
         flip: bool = True,
         batch_size: int = 64,
         workers: int = 0,
+        normalize: bool = True,
     ) -> np.ndarray:
         """``(N, D)`` unit-length embeddings of face images (paths, RGB arrays, PIL images or
         tensors; aligned crops, or photos with ``landmarks`` to align them); ``flip`` adds the
-        mirrored image's embedding before normalizing. Files are read and aligned a few batches
-        ahead, by ``workers`` processes when given."""
+        mirrored image's embedding before normalizing (``normalize=False`` keeps its length).
+        Files are read and aligned a few batches ahead, by ``workers`` processes when given."""
         images = as_image_list(images)
         load = functools.partial(read_face_crop, image_size=self.image_size)
         out = [
-            self.embed_crops(torch.stack(crops), flip=flip)
+            self.embed_crops(torch.stack(crops), flip=flip, normalize=normalize)
             for crops in image_batches(
                 images, batch_size, load=load, workers=workers, extras=landmarks
             )

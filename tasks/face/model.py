@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from resvision.backbones.iresnet import IRESNET_LAYERS
 from resvision.backbones.weights import detect_layout, extract_state_dict, read_checkpoint
 from resvision.heads.embedding import EmbeddingModel, build_embedding_model
 from resvision.heads.margin import ARCFACE, COSFACE, SPHEREFACE, CombinedMarginLoss, PartialFC
@@ -16,6 +18,8 @@ from resvision.tasks.engine.checkpoint import (
     load_state_dict_checked,
     model_state_dict,
 )
+from resvision.tasks.engine.config import apply_overrides
+from resvision.tasks.engine.errors import CheckpointError
 from resvision.tasks.engine.runtime import resolve_device
 
 from .config import FaceConfig
@@ -98,14 +102,66 @@ def build_training_model(cfg: FaceConfig) -> FaceTrainingModel:
     return FaceTrainingModel(embedder, classifier)
 
 
+def arcface_torch_state_dict(path: str | Path) -> dict[str, torch.Tensor] | None:
+    """The state_dict of an arcface_torch ``backbone.pth`` (an iResNet trunk with its "E"
+    head), or None when ``path`` is not one."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        sd = extract_state_dict(read_checkpoint(path), source=str(path))
+    except (OSError, ValueError, RuntimeError):
+        return None
+    sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    if detect_layout(sd) != "arcface_torch" or "fc.weight" not in sd:
+        return None
+    return sd
+
+
+def arcface_torch_config(
+    sd: Mapping[str, torch.Tensor], path: str | Path, overrides: Sequence[str] = ()
+) -> FaceConfig:
+    """The config that builds an arcface_torch ``backbone.pth``: its iResNet depth (read from
+    the blocks per stage), its embedding size, 112 px crops, the file as ``model.weights``."""
+    blocks = tuple(
+        len({k.split(".")[1] for k in sd if k.startswith(f"layer{i}.")}) for i in range(1, 5)
+    )
+    names = {layers: name for name, layers in IRESNET_LAYERS.items()}
+    if blocks not in names:
+        raise ValueError(
+            f"{str(path)!r} is an arcface_torch iResNet with {blocks} blocks per stage, which is "
+            f"none of {', '.join(IRESNET_LAYERS)}"
+        )
+    cfg = FaceConfig()
+    cfg.model = dataclasses.replace(
+        cfg.model,
+        backbone=names[blocks],
+        embedding_size=int(sd["fc.weight"].shape[0]),
+        input_size=112,
+        weights=str(path),
+    )
+    cfg.data = dataclasses.replace(cfg.data, image_size=112)
+    return apply_overrides(cfg, overrides)
+
+
 def load_model(
     checkpoint: str | Path, *, device: str = "auto", overrides: Sequence[str] = ()
 ) -> tuple[EmbeddingModel, FaceConfig]:
     """The trained embedding model (eval mode, the EMA's weights when the checkpoint has them)
-    and its config, from a checkpoint file or a run folder."""
-    state, cfg = load_for_inference(
-        checkpoint, task=TASK, config_class=FaceConfig, overrides=overrides
-    )
+    and its config, from a checkpoint file or a run folder, or an arcface_torch
+    ``backbone.pth`` (then at 112 px, fp32)."""
+    try:
+        state, cfg = load_for_inference(
+            checkpoint, task=TASK, config_class=FaceConfig, overrides=overrides
+        )
+    except CheckpointError:
+        sd = arcface_torch_state_dict(checkpoint)
+        if sd is None:
+            raise
+        cfg = arcface_torch_config(sd, checkpoint, overrides)
+        embedder = build_embedder(cfg)
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=None))
+        return embedder.to(resolve_device(device)).eval(), cfg
     embedder = build_embedder(cfg)
     weights, _ = model_state_dict(state)
     embedder.load_state_dict(

@@ -1,4 +1,5 @@
-"""The face-recognition task: embedding model + margin loss (Partial FC), verification metrics."""
+"""The face-recognition task: embedding model + margin loss (Partial FC), verification metrics
+(and IJB-B / IJB-C ones when the config names an IJB folder)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from torch.utils.data import Dataset
 
 from resvision.datasets.face import (
     FaceFolder,
+    IJBImages,
     RecordFaceDataset,
     SyntheticFaces,
     VerificationSet,
     VerificationSuite,
+    read_ijb_meta,
 )
 from resvision.tasks.engine.task import EvalContext, Task
 
@@ -64,6 +67,10 @@ class FaceTask(Task):
 
     def build_val_set(self, cfg: FaceConfig) -> VerificationSuite | None:
         d = cfg.data
+        ijb = None
+        if cfg.ijb.root:
+            meta = read_ijb_meta(cfg.ijb.root, cfg.ijb.target, one_to_n=cfg.ijb.one_to_n)
+            ijb = IJBImages.from_meta(meta, image_size=d.image_size)
         if d.source == "synthetic":
             held_out = SyntheticFaces(
                 d.synthetic_val_identities,
@@ -76,7 +83,7 @@ class FaceTask(Task):
             sets = [VerificationSet.from_bin(b, d.image_size) for b in d.val_bins]
             if d.val_pairs:
                 sets.append(VerificationSet.from_pairs(d.val_pairs, d.val_root, d.image_size))
-        return VerificationSuite(sets) if sets else None
+        return VerificationSuite(sets, ijb) if sets or ijb is not None else None
 
     def collate(self, items: list[dict]) -> dict[str, Any]:
         batch = {"images": torch.stack([it["image"] for it in items])}
@@ -85,6 +92,7 @@ class FaceTask(Task):
         else:
             batch["sets"] = [it["set"] for it in items]
             batch["indices"] = [it["index"] for it in items]
+            batch["errors"] = [it.get("error", "") for it in items]
         return batch
 
     # -- model ------------------------------------------------------------------------------
@@ -96,13 +104,14 @@ class FaceTask(Task):
 
     # -- evaluation -------------------------------------------------------------------------
     def build_evaluator(self, cfg: FaceConfig, dataset: VerificationSuite) -> VerificationEvaluator:
-        return VerificationEvaluator(dataset)
+        return VerificationEvaluator(dataset, cfg.ijb)
 
     def predict_batch(self, model: nn.Module, batch: dict[str, Any], ctx: EvalContext):
-        """Flip-summed, normalized embeddings (InsightFace's verification protocol)."""
+        """Flip-summed embeddings, not normalized (the evaluator normalizes them for the
+        verification sets; IJB templates weigh images by their length)."""
         embedder = model.embedder if isinstance(model, FaceTrainingModel) else model
         with ctx.autocast():
-            return embedder.embed(batch["images"], flip=True)
+            return embedder.embed(batch["images"], flip=True, normalize=False)
 
     def checkpoint_meta(self, cfg: FaceConfig, train_set: Dataset) -> dict[str, Any]:
         return {

@@ -39,26 +39,47 @@ def save_roc_png(
 ) -> Path:
     """One ROC curve per set (``name -> (similarity, issame)``) on a log false-accept axis,
     each operating point ``fars`` marked with its cosine threshold; written as a PNG."""
+    points = {}
+    for name, (similarity, issame) in curves.items():
+        far, tar, threshold = roc_curve(similarity, issame)
+        floor = 1.0 / max(int((~np.asarray(issame, bool)).sum()), 1)
+        marks = []
+        for target in fars:
+            if target < floor:
+                continue  # fewer different pairs than this operating point needs
+            k = int(np.searchsorted(far, target, side="right")) - 1
+            if k >= 0:
+                marks.append(k)
+        points[name] = (far, tar, threshold, marks)
+    title = "verification ROC (points: FAR " + ", ".join(f"{f:g}" for f in fars) + ")"
+    return save_roc_points_png(points, path, title=title)
+
+
+def save_roc_points_png(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray, Sequence[int]]],
+    path: str | Path,
+    *,
+    title: str,
+) -> Path:
+    """ROC curves given as points, ``name -> (far, tar, threshold, marked point indices)``
+    (an IJB curve, read from its corners), on a log false-accept axis; the marked points are
+    labelled with their cosine threshold. Written as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 5))
-    for name, (similarity, issame) in curves.items():
-        far, tar, threshold = roc_curve(similarity, issame)
-        floor = 1.0 / max(int((~np.asarray(issame, bool)).sum()), 1)
+    for name, (far, tar, threshold, marks) in curves.items():
+        positive = far[far > 0]
+        floor = float(positive.min()) if positive.size else 1.0  # where FAR 0 is drawn
         (line,) = ax.plot(np.maximum(far, floor), tar, label=name)
-        for target in fars:
-            if target < floor:
-                continue  # fewer different pairs than this operating point needs
-            k = int(np.searchsorted(far, target, side="right")) - 1
-            if k < 0:
-                continue
-            ax.plot(far[k] if far[k] > 0 else floor, tar[k], "o", color=line.get_color())
+        for k in marks:
+            x = far[k] if far[k] > 0 else floor
+            ax.plot(x, tar[k], "o", color=line.get_color())
             ax.annotate(
                 f"cos >= {threshold[k]:.2f}",
-                (far[k] if far[k] > 0 else floor, tar[k]),
+                (x, tar[k]),
                 textcoords="offset points",
                 xytext=(4, -10),
                 fontsize=7,
@@ -69,7 +90,7 @@ def save_roc_png(
     ax.set_ylim(0, 1.02)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right")
-    ax.set_title("verification ROC (points: FAR " + ", ".join(f"{f:g}" for f in fars) + ")")
+    ax.set_title(title)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)

@@ -420,6 +420,7 @@ def test_progress_prints_periodic_lines_without_a_terminal(capsys):
         ["predict", "segmentation", "--help"],
         ["train", "--help"],
         ["face", "embed", "--help"],
+        ["face", "ijb", "--help"],
         ["export", "detection", "--help"],
         ["demo", "--help"],
         ["benchmark", "--help"],

@@ -65,7 +65,11 @@ def _in_process(images: Path, out: Path, **options) -> dict:
 
 def _outputs(out: Path) -> dict[str, bytes]:
     """Every file a run left (parts excluded: they are gone after a finished run)."""
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    return {  # a SIGKILL during an atomic write may leave its hidden temp file: not an output
+        p.relative_to(out).as_posix(): p.read_bytes()
+        for p in out.rglob("*")
+        if p.is_file() and ".tmp-" not in p.name
+    }
 
 
 def _records(parts: Path) -> list:

@@ -98,6 +98,14 @@ def test_arcface_torch_backbone_pth_loads_with_the_same_output(tmp_path):
     # dropped by the head moves the embedding by 0.02 (relative).
     error = float((got - expected).abs().max() / expected.abs().max())
     assert error < 1e-4, error
+    # the file itself is a checkpoint wherever a face one is taken (face embed, face ijb, ...)
+    from resvision.tasks.face.model import load_model
+
+    loaded, loaded_cfg = load_model(tmp_path / "backbone.pth", device="cpu")
+    assert (loaded_cfg.model.backbone, loaded_cfg.model.embedding_size) == ("iresnet18", 512)
+    assert loaded_cfg.data.image_size == 112 and loaded_cfg.model.weights is None
+    with torch.no_grad():
+        assert torch.equal(loaded(images), got)
 
 
 def test_the_trunk_starts_the_same_whatever_the_number_of_identities():

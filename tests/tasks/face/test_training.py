@@ -10,25 +10,6 @@ import pytest
 from resvision.tools.cli import main
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("face_run")
-    argv = [
-        "train",
-        "face",
-        "--output-dir",
-        str(out),
-        "--set",
-        "schedule.iterations=120",
-        "schedule.warmup_iterations=30",
-        "runtime.eval_period=40",
-        "data.synthetic_val_pairs=300",
-        "runtime.tensorboard=false",
-    ]
-    assert main(argv) == 0
-    return out
-
-
 def test_learning_raises_held_out_verification_accuracy(trained_run):
     records = [json.loads(x) for x in (trained_run / "metrics.jsonl").read_text().splitlines()]
     acc = [r["val/acc"] for r in records if "val/acc" in r]
