@@ -8,8 +8,8 @@ import json
 import time
 from pathlib import Path
 
-from .outputs import check_outputs, plural
-from .predict import add_bulk_arguments, bulk_device
+from .outputs import plural
+from .predict import add_bulk_arguments, bulk_device, check_bulk_outputs
 from .tasks import Command
 
 
@@ -202,15 +202,12 @@ def run(args: argparse.Namespace) -> int:
 
     from resvision.datasets.face.ijb import meta_paths, read_ijb_meta
     from resvision.tasks.engine import distributed as D
-    from resvision.tasks.engine.bulk import unfinished_run
     from resvision.tasks.engine.files import atomic_open, atomic_write_text
     from resvision.tasks.face.ijb import evaluate_ijb, save_ijb_roc_png
 
     outputs = _outputs(args)
     if args.features and not Path(args.features).is_file():
         raise FileNotFoundError(f"features file {args.features!r} does not exist")
-    if args.resume and args.overwrite:
-        raise ValueError("--resume continues a run and --overwrite starts it again: give one")
     parts = None if args.features else _parts(args)
     if args.resume and parts is None:
         raise ValueError(
@@ -222,16 +219,14 @@ def run(args: argparse.Namespace) -> int:
     main = D.current().is_main
     t0 = time.perf_counter()
     meta = read_ijb_meta(root, args.target)
-    unfinished = unfinished_run(parts, len(meta)) if parts else None
-    if unfinished and not (args.resume or args.overwrite):
-        raise FileExistsError(unfinished)
-    check_outputs(
-        outputs.values(),
+    check_bulk_outputs(
+        args,
+        len(meta),
+        list(outputs.values()),
+        parts,
         inputs=[Path(args.features)] if args.features else [],
         input_folders=[root] if root.is_dir() else [],
-        overwrite=args.overwrite or bool(unfinished and args.resume),
     )
-    D.barrier()  # every rank has checked before rank 0 creates the parts
     galleries = " / ".join(g.name for g in meta.galleries)
     if main:
         print(

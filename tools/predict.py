@@ -81,26 +81,29 @@ def parts_folder(out: Path, *, file: bool = False) -> Path:
 
 def check_bulk_outputs(
     args: argparse.Namespace,
-    images: list[InputImage],
+    count: int,
     outputs: list[Path],
-    parts: Path,
+    parts: Path | None,
+    *,
+    inputs: list[Path],
+    input_folders: list[Path],
 ) -> None:
-    """The output rules with ``--resume``: an unfinished run is continued only with
-    ``--resume`` (its own outputs may then exist), never mixed into silently. Every rank of a
-    torchrun launch checks (so every rank stops on a problem); call it after
-    :func:`bulk_device`."""
+    """The output rules with ``--resume``: an unfinished run (of ``count`` inputs, its parts in
+    ``parts``; None: a run without parts) is continued only with ``--resume`` (its own outputs
+    may then exist), never mixed into silently. Every rank of a torchrun launch checks (so
+    every rank stops on a problem); call it after :func:`bulk_device`."""
     from resvision.tasks.engine import distributed as D
     from resvision.tasks.engine.bulk import unfinished_run
 
     if args.resume and args.overwrite:
         raise ValueError("--resume continues a run and --overwrite starts it again: give one")
-    unfinished = unfinished_run(parts, len(images))
+    unfinished = unfinished_run(parts, count) if parts is not None else None
     if unfinished and not (args.resume or args.overwrite):
         raise FileExistsError(unfinished)
     check_outputs(
         outputs,
-        inputs=[i.path for i in images],
-        input_folders=input_folders(args.inputs),
+        inputs=inputs,
+        input_folders=input_folders,
         overwrite=args.overwrite or bool(unfinished and args.resume),
     )
     D.barrier()  # under torchrun: every rank has checked before rank 0 creates the parts
@@ -144,7 +147,14 @@ def prepare_outputs(
             raise ValueError(f"--out {args.out!r}: the embeddings are written as an .npz file")
         per_image, outputs, parts = [[] for _ in images], [out], parts_folder(out, file=True)
     device = bulk_device(args)
-    check_bulk_outputs(args, images, outputs, parts)
+    check_bulk_outputs(
+        args,
+        len(images),
+        outputs,
+        parts,
+        inputs=[i.path for i in images],
+        input_folders=input_folders(args.inputs),
+    )
     return BulkOutputs(images, out, per_image, parts, device)
 
 
