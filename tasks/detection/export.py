@@ -38,7 +38,8 @@ class ExportWrapper(nn.Module):
         x = F.interpolate(x, size=self.resized, mode="bilinear", align_corners=False)
         x = F.pad(x, (0, self.padded[1] - self.resized[1], 0, self.padded[0] - self.resized[0]))
         sizes = torch.tensor([self.resized], dtype=torch.int64).expand(x.shape[0], 2)
-        boxes, scores, labels, valid = self.model.detect(x, sizes)
+        found = self.model.detect(x, sizes)
+        boxes, scores, labels, valid = (found[k] for k in ("boxes", "scores", "labels", "valid"))
         ratio = torch.tensor(
             [self.size[1] / self.resized[1], self.size[0] / self.resized[0]] * 2, dtype=boxes.dtype
         )

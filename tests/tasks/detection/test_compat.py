@@ -84,7 +84,7 @@ def assert_same_detections(
     box_tol: float = BOX_TOL,
     score_tol: float = SCORE_TOL,
     what: str = "detections",
-) -> None:
+) -> list[tuple[int, int]]:
     """The same set of detections up to float32 rounding: each one has its own match with the
     same label, a score within ``score_tol`` and a box within ``box_tol`` px (equal scores may
     come in any order, so positions are not compared).
@@ -97,7 +97,7 @@ def assert_same_detections(
     other), or a detection that is itself such a difference (what it suppresses follows it).
     Such coincidences are rare (0 to 2 an image measured), so more than 1% of the detections
     fails, as does anything else unmatched: a changed NMS or score threshold, a wrong box or
-    score."""
+    score. Returns the matched pairs ``(index in expected, index in got)``."""
     fits = (
         (expected["labels"][:, None] == got["labels"][None])
         & ((expected["scores"][:, None] - got["scores"][None]).abs() <= score_tol)
@@ -105,10 +105,12 @@ def assert_same_detections(
     )
     free = set(range(len(got["scores"])))
     matched = torch.zeros(len(expected["scores"]) + len(got["scores"]), dtype=torch.bool)
+    pairs = []
     for i, row in enumerate(fits):
         j = next((j for j in row.nonzero().flatten().tolist() if j in free), None)
         if j is not None:
             free.remove(j)
+            pairs.append((i, j))
             matched[i] = matched[len(expected["scores"]) + j] = True
     # every detection of both sides, and which of them are unmatched
     boxes = torch.cat([expected["boxes"], got["boxes"]])
@@ -116,7 +118,7 @@ def assert_same_detections(
     labels = torch.cat([expected["labels"], got["labels"]])
     unmatched = (~matched).nonzero().flatten()
     if not len(unmatched):
-        return
+        return pairs
     cuts = [score_thresh, *cuts] + [
         float(d["scores"].min()) for d in (expected, got) if len(d["scores"]) >= top_k
     ]
@@ -152,12 +154,16 @@ def assert_same_detections(
         f"{int(excused.sum())} of {n} {what} differ where rounding could decide: too many for "
         "a coincidence"
     )
+    return pairs
 
 
-def assert_same_as_torchvision(ref, ours, images: list[torch.Tensor]) -> None:
+def assert_same_as_torchvision(
+    ref, ours, images: list[torch.Tensor], impls=("torchvision", "batched"), compare=None
+) -> None:
     """``ours`` gives torchvision's ``ref``'s proposals and detections on ``images`` ((3, H, W)
-    in [0, 255]), with both NMS implementations, up to float32 rounding
-    (:func:`assert_same_detections`).
+    in [0, 255]), with each NMS implementation of ``impls``, up to float32 rounding
+    (:func:`assert_same_detections`); ``compare(expected, got, pairs)`` checks more of each
+    image's outputs (masks) on the matched detections.
 
     Rounding can flip a decision of the RPN (a per-level top-k cut, NMS, the post-NMS cut), and
     a proposal present on one side only brings detections of its own; so the two stages are
@@ -189,7 +195,7 @@ def assert_same_as_torchvision(ref, ours, images: list[torch.Tensor]) -> None:
     hooks = [rpn.head.register_forward_hook(level_cuts), rpn.register_forward_hook(our_proposals)]
     try:
         with torch.no_grad():
-            for impl in ("torchvision", "batched"):
+            for impl in impls:
                 ours.cfg.nms_impl = impl
                 got = ours(images)
                 expected = ref([img / 255 for img in images])
@@ -214,13 +220,15 @@ def assert_same_as_torchvision(ref, ours, images: list[torch.Tensor]) -> None:
                         cuts=seen["cuts"][i],
                         what="proposals",
                     )
-                    assert_same_detections(
+                    pairs = assert_same_detections(
                         {k: v.cpu() for k, v in e.items()},
                         {k: v.cpu() for k, v in o.items()},
                         score_thresh=ref.roi_heads.score_thresh,
                         nms_thresh=ref.roi_heads.nms_thresh,
                         top_k=ref.roi_heads.detections_per_img,
                     )
+                    if compare is not None:
+                        compare(e, o, pairs)
     finally:
         del ours.rpn.propose, rpn.filter_proposals
         for hook in hooks:
