@@ -72,12 +72,12 @@ def _resize_weights(start: Tensor, stop: Tensor, source: int, extent: int) -> Te
     low = src.to(torch.int64)
     lam = (src - low).clamp(0, 1)
     high = torch.where(low < source - 1, low + 1, low)
-    inside = (pos >= 0) & (pos < length[:, None])
-    grid = torch.arange(source, device=start.device)
-    weights = (1 - lam)[..., None] * (grid == low[..., None]) + lam[..., None] * (
-        grid == high[..., None]
-    )
-    return weights * inside[..., None]
+    inside = ((pos >= 0) & (pos < length[:, None])).to(torch.float32)
+    weights = torch.zeros(*pos.shape, source, device=start.device)
+    # outside the box the weights are 0 (and the clamped index harmless)
+    weights.scatter_add_(2, low.clamp(max=source - 1)[..., None], ((1 - lam) * inside)[..., None])
+    weights.scatter_add_(2, high.clamp(max=source - 1)[..., None], (lam * inside)[..., None])
+    return weights
 
 
 def paste_masks(masks: Tensor, boxes: Tensor, height: int, width: int, padding: int = 1) -> Tensor:

@@ -66,7 +66,9 @@ class DetDataConfig:
 
 @dataclass
 class DetEvalConfig:
-    backend: Literal["faster_coco_eval", "pycocotools"] = "faster_coco_eval"
+    # COCO evaluation: vernier (fastest), faster-coco-eval or pycocotools: identical numbers
+    backend: Literal["vernier", "faster_coco_eval", "pycocotools"] = "vernier"
+    mask_threshold: float = 0.5  # Mask R-CNN: a pixel is in the mask at this probability
     tta: bool = False  # horizontal flip and several scales, merged by NMS
     tta_sizes: tuple[int, ...] = (640, 800, 960)
 

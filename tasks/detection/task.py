@@ -1,4 +1,5 @@
-"""The detection task: data, model, losses and COCO evaluation for the engine."""
+"""The detection task (Faster R-CNN, Mask R-CNN): data, model, losses and COCO evaluation for
+the engine."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from torch import nn
 from resvision.datasets.detection import (
     DetectionAnnotations,
     DetectionDataset,
-    coco_ground_truth,
     read_coco,
     read_voc,
     synthetic_annotations,
@@ -58,7 +58,8 @@ def load_annotations(
         return None, None, None
     if not images:
         images = str(Path(json_path).parent)
-    return read_coco(json_path, contiguous_labels=d.contiguous_labels), Path(images), None
+    ann = read_coco(json_path, contiguous_labels=d.contiguous_labels, masks=cfg.model.mask.enabled)
+    return ann, Path(images), None
 
 
 class DetectionTask(Task):
@@ -85,7 +86,12 @@ class DetectionTask(Task):
             lsj_size=d.lsj_size,
         )
         return DetectionDataset(
-            ann, root, transform=transform, skip_bad_images=d.skip_bad_images, synthetic_seed=seed
+            ann,
+            root,
+            transform=transform,
+            skip_bad_images=d.skip_bad_images,
+            synthetic_seed=seed,
+            masks=cfg.model.mask.enabled,
         )
 
     def finalize_config(self, cfg: DetConfig, train_set: DetectionDataset) -> DetConfig:
@@ -110,9 +116,10 @@ class DetectionTask(Task):
         return dataset.group_ids()
 
     def collate(self, items: list[dict]) -> dict[str, Any]:
+        keys = ("boxes", "labels", "masks")
         return {
             "images": [it["image"] for it in items],
-            "targets": [{"boxes": it["boxes"], "labels": it["labels"]} for it in items],
+            "targets": [{k: it[k] for k in keys if k in it} for it in items],
             "indices": [it["index"] for it in items],
             "skipped": [s for it in items for s in it["skipped"]],
         }
@@ -128,10 +135,15 @@ class DetectionTask(Task):
 
     # -- evaluation -------------------------------------------------------------------------
     def build_evaluator(self, cfg: DetConfig, dataset: DetectionDataset) -> DetectionEvaluator:
-        d = cfg.data
-        # a COCO json is scored against its own boxes, as pycocotools scores it
-        truth = coco_ground_truth(d.val_json) if d.source == "coco" else None
-        return DetectionEvaluator(dataset.ann, cfg.evaluation.backend, truth)
+        # a COCO json is scored against its own content, as pycocotools scores it (the
+        # annotations read from it remember it)
+        ev = cfg.evaluation
+        return DetectionEvaluator(
+            dataset.ann,
+            ev.backend,
+            masks=cfg.model.mask.enabled,
+            mask_threshold=ev.mask_threshold,
+        )
 
     def predict_batch(self, model: nn.Module, batch: dict[str, Any], ctx: EvalContext):
         if batch["skipped"]:
