@@ -186,7 +186,7 @@ class InstanceMasks:
             elif kind == RLE:
                 mask = mask_utils.decode({"size": [h, w], "counts": self.rle_counts(j)})
                 if (sh, sw) != (h, w):
-                    mask = cv2.resize(mask, (sw, sh), interpolation=cv2.INTER_NEAREST)
+                    mask = cv2.resize(mask, (sw, sh), interpolation=cv2.INTER_NEAREST_EXACT)
                 out[k] = mask
             else:
                 x1, y1, x2, y2 = boxes[k] * np.array([sx, sy, sx, sy])
