@@ -167,6 +167,7 @@ def _detection_arguments(p: argparse.ArgumentParser) -> None:
 def predict_detection(args: argparse.Namespace) -> int:
     import cv2
 
+    from resvision.tasks.detection.evaluation import coco_result_records
     from resvision.tasks.detection.inference import Detector
     from resvision.tasks.detection.visualize import class_colours, draw_detections
 
@@ -199,28 +200,18 @@ def predict_detection(args: argparse.Namespace) -> int:
                     "width": rgb.shape[1],
                 }
             )
-            for box, score, label, name in zip(
-                r["boxes"], r["scores"], r["labels"], r["class_names"]
-            ):
-                x1, y1, x2, y2 = (float(v) for v in box)
-                xywh = [round(v, 2) for v in (x1, y1, x2 - x1, y2 - y1)]
+            records = coco_result_records(image_id, r, category_ids)  # masks as RLE
+            for record, label, name in zip(records, r["labels"], r["class_names"]):
                 readable.append(
                     {
                         "file_name": item.name,
                         "category": str(name),
                         "category_id": int(label),
-                        "bbox": xywh,
-                        "score": round(float(score), 5),
+                        "bbox": record["bbox"],
+                        "score": record["score"],
                     }
                 )
-                results.append(
-                    {
-                        "image_id": image_id,
-                        "category_id": int(category_ids[label - 1]),
-                        "bbox": xywh,
-                        "score": round(float(score), 5),
-                    }
-                )
+            results += records
             shown = r["scores"] >= args.score_threshold
             count += int(shown.sum())
             drawn = draw_detections(
@@ -229,6 +220,7 @@ def predict_detection(args: argparse.Namespace) -> int:
                 r["scores"][shown],
                 r["class_names"][shown],
                 colours[r["labels"][shown]],
+                r["masks"][shown] if "masks" in r else None,
             )
             drawn_paths[item.path].parent.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(drawn_paths[item.path]), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
@@ -249,12 +241,13 @@ def predict_detection(args: argparse.Namespace) -> int:
 
 
 DETECTION = Command(
-    "drawn boxes, a readable json and a COCO results file",
+    "drawn boxes (and masks), a readable json and a COCO results file",
     _detection_arguments,
     predict_detection,
-    description="Detect objects; write every image with its boxes drawn (under its relative "
-    "path), detections.json (file name, class, box xywh, score), and a COCO results file "
-    "coco_results.json whose image ids coco_images.json maps to the relative paths.",
+    description="Detect objects; write every image with its boxes (and a Mask R-CNN's masks, "
+    "filled in the class colours) drawn (under its relative path), detections.json (file "
+    "name, class, box xywh, score), and a COCO results file coco_results.json (with RLE "
+    "segmentations for masks) whose image ids coco_images.json maps to the relative paths.",
 )
 
 
