@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .images import ImageReadError, read_first_readable, read_rgb
+from .images import ImageReadError, read_first_readable, read_label_map, read_rgb
 from .masks import InstanceMasks
-from .segmentation import VOC_CLASSES
+from .segmentation import VOC_CLASSES, folder_items
 from .synthetic import SHAPE_CLASSES, make_scene
 
 log = logging.getLogger(__name__)
@@ -395,6 +395,72 @@ def read_voc(
         np.arange(1, len(class_names) + 1),
         class_names,
         str(root),
+    )
+
+
+def read_instance_masks(
+    images: str | os.PathLike,
+    instances: str | os.PathLike,
+    classes: str | os.PathLike,
+    class_names: Sequence[str],
+) -> DetectionAnnotations:
+    """Instance segmentation from mask folders (Pascal VOC's ``SegmentationObject`` and
+    ``SegmentationClass`` layout): for each image of ``images``, a PNG of the same stem in
+    ``instances`` (pixel = instance number, 0 background, 255 void) and in ``classes`` (pixel
+    = class index into ``class_names``, whose first entry is the background). An instance's
+    class is the class of most of its pixels; its box and area come from its pixels.
+    """
+    items = folder_items(images, instances)
+    if not items:
+        raise AnnotationError(f"no images in {str(images)!r}")
+    names = tuple(class_names)
+    if names and names[0] in BACKGROUND_NAMES:
+        names = names[1:]
+    files, heights, widths, img_of, boxes, labels, areas, masks = [], [], [], [], [], [], [], []
+    for n, item in enumerate(items):
+        instance_map = read_label_map(item.mask)
+        class_path = Path(classes) / item.mask.name
+        class_map = read_label_map(class_path)
+        if class_map.shape != instance_map.shape:
+            raise AnnotationError(
+                f"{str(class_path)!r} is {class_map.shape[1]}x{class_map.shape[0]} but "
+                f"{str(item.mask)!r} is {instance_map.shape[1]}x{instance_map.shape[0]}"
+            )
+        files.append(str(item.image.relative_to(images)))
+        heights.append(instance_map.shape[0])
+        widths.append(instance_map.shape[1])
+        for k in np.unique(instance_map):
+            if k in (0, 255):
+                continue
+            mask = instance_map == k
+            votes = np.bincount(class_map[mask], minlength=256)
+            votes[[0, 255]] = 0
+            label = int(votes.argmax())
+            if votes[label] == 0 or label > len(names):
+                raise AnnotationError(
+                    f"instance {k} of {str(item.mask)!r} has no class in {str(class_path)!r} "
+                    f"(classes 1..{len(names)} of {len(names)} names)"
+                )
+            ys, xs = np.nonzero(mask)
+            boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+            labels.append(label)
+            areas.append(float(mask.sum()))
+            masks.append(mask)
+            img_of.append(n)
+    return _pack(
+        files,
+        np.arange(1, len(items) + 1),
+        np.array(heights),
+        np.array(widths),
+        np.array(img_of, np.int64),
+        np.array(boxes, np.float64).reshape(-1, 4),
+        np.array(labels, np.int64),
+        np.zeros(len(labels), bool),
+        np.array(areas),
+        np.arange(1, len(names) + 1),
+        names,
+        str(instances),
+        masks=InstanceMasks.from_bitmasks(masks),
     )
 
 

@@ -37,11 +37,18 @@ class DetModelConfig(FasterRCNNConfig):
 
 @dataclass
 class DetDataConfig:
-    source: Literal["synthetic", "coco", "voc"] = "synthetic"
+    source: Literal["synthetic", "coco", "voc", "masks"] = "synthetic"
     train_json: str = ""  # coco: any COCO-format json + its image folder
     train_images: str = ""
     val_json: str = ""
     val_images: str = ""
+    # masks: instance mask folders (VOC's SegmentationObject / SegmentationClass PNGs, same
+    # stems as the images in *_images) and the class names file (background first)
+    train_masks: str = ""
+    train_class_masks: str = ""
+    val_masks: str = ""
+    val_class_masks: str = ""
+    class_names: str = ""
     voc_root: str = ""  # voc: VOCdevkit/VOC20xx
     voc_train_split: str = "trainval"
     voc_val_split: str = "test"

@@ -14,9 +14,11 @@ from resvision.datasets.detection import (
     DetectionAnnotations,
     DetectionDataset,
     read_coco,
+    read_instance_masks,
     read_voc,
     synthetic_annotations,
 )
+from resvision.datasets.segmentation import read_class_names
 from resvision.datasets.transforms import DetTrainTransform
 from resvision.heads.detection import FasterRCNN
 from resvision.tasks.engine.errors import ConfigError
@@ -41,6 +43,26 @@ def load_annotations(
         n = d.synthetic_train if split == "train" else d.synthetic_val
         ann = synthetic_annotations(n, seed, d.synthetic_min_side, d.synthetic_max_side)
         return ann, None, seed
+    if d.source == "masks":
+        images, masks, classes = (
+            (d.train_images, d.train_masks, d.train_class_masks)
+            if split == "train"
+            else (d.val_images, d.val_masks, d.val_class_masks)
+        )
+        if not masks:
+            if split == "train":
+                raise ConfigError(
+                    "data.source=masks needs data.train_images, data.train_masks (instance "
+                    "PNGs), data.train_class_masks (class PNGs) and data.class_names (a file)"
+                )
+            return None, None, None
+        if not (images and classes and d.class_names):
+            raise ConfigError(
+                f"data.source=masks: data.{split}_masks needs data.{split}_images, "
+                f"data.{split}_class_masks and data.class_names"
+            )
+        names = read_class_names(d.class_names)
+        return read_instance_masks(images, masks, classes, names), Path(images), None
     if d.source == "voc":
         if not d.voc_root:
             raise ConfigError("data.source=voc needs data.voc_root (the VOCdevkit/VOC20xx folder)")

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -330,3 +331,36 @@ def test_masks_move_with_the_boxes_and_synthetic_masks_are_exact(jitter):
             assert flipped or np.array_equal(masks, resized)
             flips.add(flipped)
     assert flips == {False, True} or jitter is not None
+
+
+def test_instance_mask_folders_read_as_the_labeling_tools_coco_export(voc_sample):
+    """VOC's SegmentationObject / SegmentationClass PNGs of the three photos give the 12
+    instances of the labelme COCO export of the same annotations: same classes, masks that
+    overlap their polygon's (IoU > 0.8: void borders and rasterization differ), boxes from
+    the pixels."""
+    from pycocotools import mask as mask_utils
+
+    from resvision.datasets.detection import read_instance_masks
+    from resvision.datasets.segmentation import read_class_names
+
+    names = read_class_names(voc_sample / "class_names.txt")
+    ann = read_instance_masks(
+        voc_sample / "JPEGImages",
+        voc_sample / "SegmentationObject",
+        voc_sample / "SegmentationClass",
+        names,
+    )
+    coco = read_coco(voc_sample / "instances_coco.json", masks=True)
+    assert ann.class_names == coco.class_names and ann.num_boxes == coco.num_boxes == 12
+    for i in range(len(ann)):
+        j = [Path(coco.file_name(k)).name for k in range(len(coco))].index(ann.file_name(i))
+        ours, theirs = ann.rows(i), coco.rows(j)
+        assert sorted(ann.labels[ours]) == sorted(coco.labels[theirs])
+        size = (int(ann.heights[i]), int(ann.widths[i]))
+        a = ann.masks.rasterize(np.arange(ours.start, ours.stop), ann.boxes[ours], size)
+        b = coco.masks.rasterize(np.arange(theirs.start, theirs.stop), coco.boxes[theirs], size)
+        encode = lambda m: mask_utils.encode(np.asfortranarray(m.transpose(1, 2, 0)))  # noqa: E731
+        iou = mask_utils.iou(encode(a), encode(b), [0] * len(b))
+        assert (iou.max(1) > 0.8).all(), iou.max(1)
+    item = DetectionDataset(ann, voc_sample / "JPEGImages", masks=True)[(1, 3)]
+    assert item["masks"].shape[0] == len(item["boxes"]) > 0
