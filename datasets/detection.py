@@ -607,7 +607,8 @@ class DetectionDataset(Dataset):
         return draw
 
     def write_coco(self, out_dir: str | os.PathLike) -> Path:
-        """Write the images (PNG) and a COCO json (``instances.json``) to ``out_dir``."""
+        """Write the images (PNG) and a COCO json (``instances.json``, with each instance's
+        segmentation when the annotations hold masks) to ``out_dir``."""
         import cv2
 
         out = Path(out_dir)
@@ -639,6 +640,9 @@ class DetectionDataset(Dataset):
                         "iscrowd": int(a.iscrowd[r]),
                     }
                 )
+                segmentation = a.segmentation(r)
+                if segmentation is not None:
+                    annotations[-1]["segmentation"] = segmentation
         categories = [{"id": int(c), "name": n} for c, n in zip(a.category_ids, a.class_names)]
         path = out / "instances.json"
         path.write_text(

@@ -191,8 +191,15 @@ def test_synthetic_scenes_export_to_coco_and_read_back(tmp_path):
     ann = synthetic_annotations(5, 3)
     ds = DetectionDataset(ann, None, synthetic_seed=3)
     path = ds.write_coco(tmp_path / "coco")
-    back = read_coco(path)
+    back = read_coco(path, masks=True)
     assert back.class_names == ann.class_names and back.num_boxes == ann.num_boxes
+    rows = np.arange(back.num_boxes)
+    size = (int(ann.heights[0]), int(ann.widths[0]))
+    first = rows[ann.rows(0)]
+    np.testing.assert_array_equal(  # the exact masks, as RLE in the json
+        back.masks.rasterize(first, back.boxes[first], size),
+        ann.masks.rasterize(first, ann.boxes[first], size),
+    )
     np.testing.assert_allclose(back.boxes, ann.boxes, atol=1e-4)
     assert (back.labels == ann.labels).all()
     again = DetectionDataset(back, tmp_path / "coco" / "images")

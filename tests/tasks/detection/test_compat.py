@@ -11,31 +11,41 @@ from resvision.tasks.detection.config import PRESETS
 from resvision.tasks.engine.config import apply_overrides
 
 
-def _randomized(v2: bool):
-    """torchvision's model with seeded random weights that produce confident, well-conditioned
-    detections: scores spread below 1 (no saturated, tied scores whose order rounding decides)
-    and small box deltas (boxes near their anchors and proposals, a few px or more: random
-    full-size deltas give sub-pixel-thin boxes whose IoU, hence NMS, rounding flips)."""
+def _randomized(
+    v2: bool,
+    build=None,
+    min_size: int = 256,
+    max_size: int = 384,
+    class_scale: float | None = None,
+    detections: int = 1000,
+):
+    """torchvision's model (``build``, default its Faster R-CNN) with seeded random weights that
+    produce confident, well-conditioned detections: scores spread below 1 (no saturated, tied
+    scores whose order rounding decides; class logits scaled by ``class_scale``) and small box
+    deltas (boxes near their anchors and proposals, a few px or more: random full-size deltas
+    give sub-pixel-thin boxes whose IoU, hence NMS, rounding flips)."""
     torch.manual_seed(0)
-    build = (
+    build = build or (
         torchvision.models.detection.fasterrcnn_resnet50_fpn_v2
         if v2
         else torchvision.models.detection.fasterrcnn_resnet50_fpn
     )
     model = build(
-        weights=None, weights_backbone=None, num_classes=91, min_size=256, max_size=384
+        weights=None, weights_backbone=None, num_classes=91, min_size=min_size, max_size=max_size
     ).eval()
     g = torch.Generator().manual_seed(1)
     for m in model.modules():
         if isinstance(m, torchvision.ops.FrozenBatchNorm2d | torch.nn.BatchNorm2d):
             m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
             m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    if class_scale is None:
+        class_scale = 0.3 if v2 else 0.75
     with torch.no_grad():
-        model.roi_heads.box_predictor.cls_score.weight.mul_(0.3 if v2 else 0.75)
+        model.roi_heads.box_predictor.cls_score.weight.mul_(class_scale)
         model.roi_heads.box_predictor.bbox_pred.weight.mul_(0.01)
         model.rpn.head.bbox_pred.weight.mul_(0.01)
-    # no cut at 100 detections: compare every detection above the score threshold
-    model.roi_heads.detections_per_img = 1000
+    # by default no cut at 100 detections: compare every detection above the score threshold
+    model.roi_heads.detections_per_img = detections
     return model
 
 
@@ -269,6 +279,79 @@ def test_torchvision_fasterrcnn_state_dict_gives_the_same_detections(v2, tmp_pat
     assert_same_as_torchvision(ref, ours, images)
 
 
+EVERYTHING = 10**7
+
+
+def sample_everything(tv, pre_nms: int, post_nms: int) -> list[str]:
+    """Set torchvision's ``tv`` to sample every anchor and proposal (sampling is random in
+    both models, so only sampling all of them compares the losses) with these RPN cuts, and
+    return the overrides that set ours the same way (weights from ``tv``, nothing frozen)."""
+    tv.rpn.fg_bg_sampler.batch_size_per_image = EVERYTHING
+    tv.roi_heads.fg_bg_sampler.batch_size_per_image = EVERYTHING
+    tv.rpn._pre_nms_top_n["training"], tv.rpn._post_nms_top_n["training"] = pre_nms, post_nms
+    return [
+        "model.norm=bn",
+        "model.weights=none",
+        "model.frozen_stages=0",
+        f"model.rpn.batch_size_per_image={EVERYTHING}",
+        f"model.roi_heads.batch_size_per_image={EVERYTHING}",
+        f"model.rpn.pre_nms_top_n_train={pre_nms}",
+        f"model.rpn.post_nms_top_n_train={post_nms}",
+    ]
+
+
+def training_losses(tv, ours, images: list[torch.Tensor], targets: list[dict], impl: str):
+    """``(ours, torchvision's)`` training losses on ``images`` ((3, H, W) in [0, 255], sizes
+    that torchvision's training resize leaves unchanged) with our NMS ``impl``.
+
+    The trunk and FPN normalize with their running statistics: batch statistics of 2 small
+    images amplify rounding 100-fold through ResNet-50 (2e-4 relative at c5 between kernels,
+    against 5e-6 in eval mode). The heads train, v2's head BatchNorms on the RoIs included.
+    Which of the untrained RPN's nearly tied proposals survive the top-k cuts and NMS is
+    decided by rounding (a proposal or two an image differ between kernels; with the trunk in
+    training mode, flips cascaded through NMS to most of them), and the heads' losses follow
+    the proposals: torchvision's RoI heads take ours, so both losses see the same ones (the
+    proposals themselves are compared by the inference test)."""
+    tv.train(), ours.train()
+    tv.backbone.eval(), ours.backbone.eval()
+    propose, seen = ours.rpn.propose, {}
+
+    def record(*args, **kwargs):
+        seen["ours"] = propose(*args, **kwargs)
+        return seen["ours"]
+
+    def our_proposals(module, args, out):
+        boxes, _, valid, _ = seen["ours"]
+        return [b[v].detach() for b, v in zip(boxes, valid)], out[1]
+
+    ours.rpn.propose = record
+    hook = tv.rpn.register_forward_hook(our_proposals)
+    try:
+        ours.cfg.nms_impl = impl
+        got = ours(images, [dict(t) for t in targets])
+        expected = tv([img / 255 for img in images], [dict(t) for t in targets])
+    finally:
+        del ours.rpn.propose
+        hook.remove()
+    return got, expected
+
+
+def random_targets(images: list[torch.Tensor], counts, g: torch.Generator, max_wh: int = 80):
+    """``counts`` random boxes (16 px or more) and labels in each image."""
+    targets = []
+    for img, k in zip(images, counts):
+        h, w = img.shape[-2:]
+        xy = torch.rand(k, 2, generator=g) * torch.tensor([w * 0.6, h * 0.6])
+        wh = torch.rand(k, 2, generator=g) * max_wh + 16
+        targets.append(
+            {
+                "boxes": torch.cat([xy, xy + wh], 1),
+                "labels": torch.randint(1, 91, (k,), generator=g),
+            }
+        )
+    return targets
+
+
 @pytest.mark.parametrize(
     "v2", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["v1", "v2"]
 )
@@ -285,23 +368,9 @@ def test_training_losses_equal_torchvision_when_every_anchor_and_proposal_is_sam
         else torchvision.models.detection.fasterrcnn_resnet50_fpn
     )
     tv = build(weights=None, weights_backbone=None, num_classes=91, min_size=256, max_size=320)
-    everything = 10**7
-    tv.rpn.fg_bg_sampler.batch_size_per_image = everything
-    tv.roi_heads.fg_bg_sampler.batch_size_per_image = everything
-    tv.rpn._pre_nms_top_n["training"], tv.rpn._post_nms_top_n["training"] = 600, 300
-    cfg = apply_overrides(
-        PRESETS[f"fasterrcnn_resnet50_fpn{'_v2' if v2 else ''}_torchvision"](),
-        [
-            "model.norm=bn",
-            "model.weights=none",
-            "model.frozen_stages=0",
-            f"model.rpn.batch_size_per_image={everything}",
-            f"model.roi_heads.batch_size_per_image={everything}",
-            "model.rpn.pre_nms_top_n_train=600",
-            "model.rpn.post_nms_top_n_train=300",
-        ],
-    )
-    ours = DetectionTask().build_model(cfg)
+    overrides = sample_everything(tv, 600, 300)
+    preset = PRESETS[f"fasterrcnn_resnet50_fpn{'_v2' if v2 else ''}_torchvision"]()
+    ours = DetectionTask().build_model(apply_overrides(preset, overrides))
     ours.load_state_dict(tv.state_dict())
     g = torch.Generator().manual_seed(3)
     # both sizes are left unchanged by torchvision's training resize (scale factor 1)
@@ -309,43 +378,9 @@ def test_training_losses_equal_torchvision_when_every_anchor_and_proposal_is_sam
         (torch.rand(3, 256, 320, generator=g) * 255).round(),
         (torch.rand(3, 200, 320, generator=g) * 255).round(),
     ]
-    targets = []
-    for img, k in zip(images, (5, 3)):
-        h, w = img.shape[-2:]
-        xy = torch.rand(k, 2, generator=g) * torch.tensor([w * 0.6, h * 0.6])
-        wh = torch.rand(k, 2, generator=g) * 80 + 16
-        targets.append(
-            {
-                "boxes": torch.cat([xy, xy + wh], 1),
-                "labels": torch.randint(1, 91, (k,), generator=g),
-            }
-        )
-    # The trunk and FPN normalize with their running statistics: batch statistics of 2 small
-    # images amplify rounding 100-fold through ResNet-50 (2e-4 relative at c5 between kernels,
-    # against 5e-6 in eval mode). The heads train, v2's box-head BatchNorm on the RoIs included.
-    tv.train(), ours.train()
-    tv.backbone.eval(), ours.backbone.eval()
-    # Which of the untrained RPN's nearly tied proposals survive the top-k cuts and NMS is
-    # decided by rounding (a proposal or two an image differ between kernels; with the trunk in
-    # training mode, flips cascaded through NMS to most of them), and the box-head losses follow
-    # the proposals: torchvision's RoI heads take ours, so both losses see the same ones (the
-    # proposals themselves are compared by the inference test)
-    propose, seen = ours.rpn.propose, {}
-
-    def record(*args, **kwargs):
-        seen["ours"] = propose(*args, **kwargs)
-        return seen["ours"]
-
-    def our_proposals(module, args, out):
-        boxes, _, valid, _ = seen["ours"]
-        return [b[v].detach() for b, v in zip(boxes, valid)], out[1]
-
-    ours.rpn.propose = record
-    tv.rpn.register_forward_hook(our_proposals)
+    targets = random_targets(images, (5, 3), g)
     for impl in ("torchvision", "batched"):
-        ours.cfg.nms_impl = impl
-        got = ours(images, [dict(t) for t in targets])
-        expected = tv([img / 255 for img in images], [dict(t) for t in targets])
+        got, expected = training_losses(tv, ours, images, targets, impl)
         assert set(got) == set(expected)
         for key in expected:
             torch.testing.assert_close(got[key], expected[key], rtol=2e-4, atol=1e-6, msg=key)

@@ -16,7 +16,13 @@ from resvision.tasks.detection import DetectionTask
 from resvision.tasks.detection.config import PRESETS
 from resvision.tasks.engine.config import apply_overrides
 
-from .test_compat import assert_same_as_torchvision
+from .test_compat import (
+    _randomized,
+    assert_same_as_torchvision,
+    random_targets,
+    sample_everything,
+    training_losses,
+)
 
 # Mask probabilities are sigmoids of the mask head's logits on RoIAlign features of boxes that
 # agree to about 1e-4 px: they differ by about 1e-6 (measured: 2e-6 at most); pasting adds 1e-6
@@ -27,29 +33,15 @@ MASK_TOL = 1e-4
 
 
 def _randomized_maskrcnn(v2: bool, detections: int):
-    """torchvision's Mask R-CNN with seeded random weights conditioned as in test_compat: small
-    box deltas, and class scores spread out on real photos (v2's batch norms make its logits
-    larger there: at test_compat's 0.3 the top 40 all score 1.0 in float32)."""
-    torch.manual_seed(0)
+    """torchvision's Mask R-CNN with test_compat's seeded random weights (small box deltas),
+    class scores spread out on real photos (v2's batch norms make its logits larger there: at
+    test_compat's 0.3 the top 40 all score 1.0 in float32) and ``detections`` an image."""
     build = (
         torchvision.models.detection.maskrcnn_resnet50_fpn_v2
         if v2
         else torchvision.models.detection.maskrcnn_resnet50_fpn
     )
-    model = build(
-        weights=None, weights_backbone=None, num_classes=91, min_size=224, max_size=320
-    ).eval()
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, torchvision.ops.FrozenBatchNorm2d | torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-    with torch.no_grad():
-        model.roi_heads.box_predictor.cls_score.weight.mul_(0.03 if v2 else 0.75)
-        model.roi_heads.box_predictor.bbox_pred.weight.mul_(0.01)
-        model.rpn.head.bbox_pred.weight.mul_(0.01)
-    model.roi_heads.detections_per_img = detections
-    return model
+    return _randomized(v2, build, 224, 320, 0.03 if v2 else 0.75, detections)
 
 
 def _ours(preset: str, overrides: list[str]):
@@ -124,22 +116,8 @@ def test_mask_loss_equals_torchvision_when_every_proposal_is_sampled(v2):
         else torchvision.models.detection.maskrcnn_resnet50_fpn
     )
     tv = build(weights=None, weights_backbone=None, num_classes=91, min_size=192, max_size=256)
-    everything = 10**7
-    tv.rpn.fg_bg_sampler.batch_size_per_image = everything
-    tv.roi_heads.fg_bg_sampler.batch_size_per_image = everything
-    tv.rpn._pre_nms_top_n["training"], tv.rpn._post_nms_top_n["training"] = 300, 150
-    ours = _ours(
-        f"maskrcnn_resnet50_fpn{'_v2' if v2 else ''}_torchvision",
-        [
-            "model.norm=bn",
-            "model.weights=none",
-            "model.frozen_stages=0",
-            f"model.rpn.batch_size_per_image={everything}",
-            f"model.roi_heads.batch_size_per_image={everything}",
-            "model.rpn.pre_nms_top_n_train=300",
-            "model.rpn.post_nms_top_n_train=150",
-        ],
-    )
+    overrides = sample_everything(tv, 300, 150)
+    ours = _ours(f"maskrcnn_resnet50_fpn{'_v2' if v2 else ''}_torchvision", overrides)
     ours.load_state_dict(tv.state_dict())
     g = torch.Generator().manual_seed(3)
     # both sizes are left unchanged by torchvision's training resize (scale factor 1)
@@ -147,33 +125,13 @@ def test_mask_loss_equals_torchvision_when_every_proposal_is_sampled(v2):
         (torch.rand(3, 192, 256, generator=g) * 255).round(),
         (torch.rand(3, 160, 256, generator=g) * 255).round(),
     ]
-    targets = []
-    for img, k in zip(images, (4, 3)):
-        h, w = img.shape[-2:]
-        xy = torch.rand(k, 2, generator=g) * torch.tensor([w * 0.6, h * 0.6])
-        wh = torch.rand(k, 2, generator=g) * 60 + 16
-        boxes = torch.cat([xy, xy + wh], 1)
-        masks = torch.zeros(k, h, w, dtype=torch.uint8)
-        for m, (x1, y1, x2, y2) in zip(masks, boxes.round().int().tolist()):
+    targets = random_targets(images, (4, 3), g, max_wh=60)
+    for img, t in zip(images, targets):  # each box 70% filled with its mask
+        masks = torch.zeros(len(t["boxes"]), *img.shape[-2:], dtype=torch.uint8)
+        for m, (x1, y1, x2, y2) in zip(masks, t["boxes"].round().int().tolist()):
             m[y1:y2, x1:x2] = (torch.rand(y2 - y1, x2 - x1, generator=g) < 0.7).to(torch.uint8)
-        labels = torch.randint(1, 91, (k,), generator=g)
-        targets.append({"boxes": boxes, "labels": labels, "masks": masks})
-    tv.train(), ours.train()
-    tv.backbone.eval(), ours.backbone.eval()  # as in test_compat: rounding through the trunk
-    propose, seen = ours.rpn.propose, {}
-
-    def record(*args, **kwargs):
-        seen["ours"] = propose(*args, **kwargs)
-        return seen["ours"]
-
-    def our_proposals(module, args, out):
-        boxes, _, valid, _ = seen["ours"]
-        return [b[v].detach() for b, v in zip(boxes, valid)], out[1]
-
-    ours.rpn.propose = record
-    tv.rpn.register_forward_hook(our_proposals)
-    got = ours(images, [dict(t) for t in targets])
-    expected = tv([img / 255 for img in images], [dict(t) for t in targets])
+        t["masks"] = masks
+    got, expected = training_losses(tv, ours, images, targets, "torchvision")
     assert set(got) == set(expected) and "loss_mask" in got
     for key in expected:
         torch.testing.assert_close(got[key], expected[key], rtol=2e-4, atol=1e-6, msg=key)
@@ -183,7 +141,7 @@ def test_paste_masks_is_torchvision_paste_masks_in_image():
     """Boxes (clipped to the image, as detections are) of every size, many at the edges (their
     expanded boxes cross them): the pasted masks are ``paste_masks_in_image``'s to 2e-6 (float
     rounding: PyTorch's bilinear kernel against the same weights as matrix products). Fails if
-    the box is not expanded (padding 0) or the resize samples pixel corners (align_corners)."""
+    the box is not expanded (padding 0) or the resize drops the half-pixel offset."""
     g = torch.Generator().manual_seed(0)
     k, h, w = 60, 97, 131
     masks = torch.rand(k, 28, 28, generator=g)
