@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import io
 import logging
 from collections.abc import Sequence
@@ -205,30 +206,37 @@ class COCOEvaluation:
 
 
 def _vernier_masks(results: COCOResults) -> list[dict]:
-    """Per-image mask detections as vernier's arrays (boxes are not read by mask IoU)."""
-    from pycocotools import mask as mask_utils
-
+    """Per-image mask detections as vernier's arrays. Mask IoU reads the masks, scores and
+    labels only; the boxes given are the results' own (a results file's ``bbox``)."""
     rows = results.rows
     order = np.argsort(rows[:, 0], kind="stable")
     starts = np.flatnonzero(np.r_[True, np.diff(rows[order, 0]) != 0])
-    out = []
-    for s, e in zip(starts, [*starts[1:], len(order)]):
-        idx = order[s:e]
-        rles = [
-            {
-                "counts": results.rles[i],
-                "size": (int(results.sizes[i, 0]), int(results.sizes[i, 1])),
-            }
-            for i in idx
+    with gc_paused():  # one small dict a mask: no collections over everything already held
+        return [
+            _image_masks(results, order[s:e]) for s, e in zip(starts, [*starts[1:], len(order)])
         ]
-        boxes = mask_utils.toBbox([{"counts": r["counts"], "size": list(r["size"])} for r in rles])
-        out.append(
-            {
-                "image_id": int(rows[idx[0], 0]),
-                "boxes": np.ascontiguousarray(boxes, np.float64),
-                "scores": np.ascontiguousarray(rows[idx, 5], np.float64),
-                "labels": rows[idx, 6].astype(np.int64),
-                "rles": rles,
-            }
-        )
-    return out
+
+
+def _image_masks(results: COCOResults, idx: np.ndarray) -> dict:
+    rows = results.rows
+    size = (int(results.sizes[idx[0], 0]), int(results.sizes[idx[0], 1]))  # the image's
+    return {
+        "image_id": int(rows[idx[0], 0]),
+        "boxes": np.ascontiguousarray(rows[idx, 1:5], np.float64),
+        "scores": np.ascontiguousarray(rows[idx, 5], np.float64),
+        "labels": rows[idx, 6].astype(np.int64),
+        "rles": [{"counts": results.rles[i], "size": size} for i in idx.tolist()],
+    }
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """The cyclic garbage collector paused: building many small objects would otherwise run
+    full collections over everything in memory."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
