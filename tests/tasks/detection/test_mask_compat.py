@@ -75,7 +75,7 @@ def test_torchvision_maskrcnn_state_dict_gives_the_same_detections_and_masks(
     detections and masks (``(K, H, W)`` probabilities at each photo's size) up to float32
     rounding. Fails (each run once, v1) when the mask pooler samples 2 -> 0 points a bin, the
     paste pads the mask by 0 instead of 1 pixel, or masks are taken from class 0."""
-    ref = _randomized_maskrcnn(v2, detections=30)
+    ref = _randomized_maskrcnn(v2, detections=15)
     torch.save(ref.state_dict(), tmp_path / "tv.pth")
     preset = "maskrcnn_resnet50_fpn_v2_torchvision" if v2 else "maskrcnn_resnet50_fpn_torchvision"
     ours = _ours(
@@ -85,7 +85,7 @@ def test_torchvision_maskrcnn_state_dict_gives_the_same_detections_and_masks(
             "model.test.min_size=224",
             "model.test.max_size=320",
             "model.norm=bn",
-            "model.roi_heads.detections_per_img=30",
+            "model.roi_heads.detections_per_img=15",
         ],
     )
     photos = [
@@ -98,7 +98,7 @@ def test_torchvision_maskrcnn_state_dict_gives_the_same_detections_and_masks(
     assert_same_as_torchvision(
         ref, ours, images, impls=("torchvision",), compare=_compare_masks(stats)
     )
-    assert stats["compared"] >= 50 and stats["foreground"] > 1000, stats  # not vacuous
+    assert stats["compared"] >= 25 and stats["foreground"] > 1000, stats  # not vacuous
     assert stats["shifted"] <= max(2, stats["compared"] // 50), stats
     assert stats["worst"] <= MASK_TOL, stats
 
@@ -116,7 +116,7 @@ def test_mask_loss_equals_torchvision_when_every_proposal_is_sampled(v2):
         else torchvision.models.detection.maskrcnn_resnet50_fpn
     )
     tv = build(weights=None, weights_backbone=None, num_classes=91, min_size=192, max_size=256)
-    overrides = sample_everything(tv, 300, 150)
+    overrides = sample_everything(tv, 200, 60)
     ours = _ours(f"maskrcnn_resnet50_fpn{'_v2' if v2 else ''}_torchvision", overrides)
     ours.load_state_dict(tv.state_dict())
     g = torch.Generator().manual_seed(3)
