@@ -41,21 +41,6 @@ def cosine_threshold(face_run: Path, far: str = "1e-2") -> float:
     return float(evaluate_embeddings(vectors, vset.issame)[f"threshold_cos@far{far}"])
 
 
-def purity(clusters, people) -> tuple[float, float]:
-    """(purity, inverse purity): the share of faces in their cluster's main person, and of
-    faces in their person's main cluster."""
-    import numpy as np
-
-    def share(a, b) -> float:
-        total = 0
-        for value in np.unique(a):
-            total += np.bincount(b[a == value]).max()
-        return total / len(a)
-
-    clusters, people = np.asarray(clusters), np.asarray(people)
-    return share(clusters, people), share(people, clusters)
-
-
 def demo_face_detection(out: Path) -> None:
     import cv2
     import numpy as np
@@ -64,6 +49,7 @@ def demo_face_detection(out: Path) -> None:
     from resvision.tasks.engine.config import apply_overrides, load_yaml
     from resvision.tasks.engine.loop import train
     from resvision.tasks.face.config import FaceConfig
+    from resvision.tasks.face.evaluation import purity
     from resvision.tasks.face.inference import Embedder, cluster
     from resvision.tasks.face_detection.config import PRESETS
     from resvision.tasks.face_detection.inference import FaceDetector

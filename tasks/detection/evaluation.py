@@ -86,32 +86,6 @@ def detections_to_rows(
     return rows
 
 
-def coco_result_records(
-    image_id: int, prediction: dict[str, np.ndarray], category_ids: Sequence[int]
-) -> list[dict]:
-    """One image's predictions (``Detector.predict``'s: ``boxes`` xyxy, ``scores``, contiguous
-    ``labels``, and ``masks`` (K, H, W) boolean for Mask R-CNN) -> COCO result records:
-    ``image_id``, ``category_id`` (the data's own ids), ``bbox`` (xywh, 2 decimals), ``score``
-    (5 decimals) and, with masks, ``segmentation`` (RLE with compressed counts)."""
-    rows = detections_to_rows(
-        image_id, prediction["boxes"], prediction["scores"], prediction["labels"], category_ids
-    )
-    records = [
-        {
-            "image_id": int(image_id),
-            "category_id": int(r[6]),
-            "bbox": [round(float(v), 2) for v in r[1:5]],
-            "score": round(float(r[5]), 5),
-        }
-        for r in rows
-    ]
-    if "masks" in prediction:
-        masks = np.asarray(prediction["masks"])
-        for record, counts in zip(records, encode_masks(masks)):
-            record["segmentation"] = {"size": list(masks.shape[1:]), "counts": counts.decode()}
-    return records
-
-
 def write_results(results: COCOResults, path: str | Path) -> Path:
     """COCO results json (the format COCO's evaluation server takes), written atomically: box
     records, with each detection's ``segmentation`` when the results hold masks. (For mask AP
