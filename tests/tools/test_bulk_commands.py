@@ -87,7 +87,9 @@ def test_predict_detection_writes_the_same_files_with_any_number_of_workers(det_
         assert all(np.array_equal(a[k], b[k]) for k in ("boxes", "scores", "labels"))
 
 
-def _kill_when(proc: subprocess.Popen, parts: Path, records: int) -> None:
+def _kill_when(argv: list[str], parts: Path, records: int) -> None:
+    """Runs ``argv`` and kills it (SIGKILL) once its parts hold ``records`` batch records."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         logs = parts.glob("*.log") if parts.is_dir() else []
@@ -107,13 +109,7 @@ def test_face_embed_killed_then_resumed_writes_the_uninterrupted_file(face_run, 
     _run(_cli(*common, "--out", str(ref), "--workers", "0"))
     out = tmp_path / "out.npz"
     parts = tmp_path / "out.npz.parts"
-    proc = subprocess.Popen(
-        _cli(*common, "--out", str(out), "--workers", "1"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=ENV,
-    )
-    _kill_when(proc, parts, random.randint(1, 12))
+    _kill_when(_cli(*common, "--out", str(out), "--workers", "1"), parts, random.randint(1, 12))
     done = sum(len(r.indices) for p in parts.glob("*.log") for r in scan_log(p))
     assert not out.exists() and 0 < done < 90
     # the same command without --resume refuses, in one line, before any work
@@ -155,13 +151,8 @@ def test_predict_detection_with_masks_same_with_workers_and_after_kill_and_resum
     ref = tmp_path / "ref"
     _run(_cli(*common, "--out", str(ref), "--workers", "0"))
     out = tmp_path / "killed"
-    proc = subprocess.Popen(
-        _cli(*common, "--out", str(out), "--workers", "2"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=ENV,
-    )
-    _kill_when(proc, out / ".resvision-parts", random.randint(1, 6))
+    argv = _cli(*common, "--out", str(out), "--workers", "2")
+    _kill_when(argv, out / ".resvision-parts", random.randint(1, 6))
     assert not (out / "coco_results.json").exists()
     _run(_cli(*common, "--out", str(out), "--workers", "2", "--resume"))
     assert _files(out) == _files(ref)

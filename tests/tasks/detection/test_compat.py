@@ -11,6 +11,11 @@ from resvision.tasks.detection.config import PRESETS
 from resvision.tasks.engine.config import apply_overrides
 
 
+def torchvision_builder(family: str, v2: bool):
+    """torchvision's ``{family}_resnet50_fpn`` constructor (``_v2`` with ``v2``)."""
+    return getattr(torchvision.models.detection, f"{family}_resnet50_fpn{'_v2' if v2 else ''}")
+
+
 def _randomized(
     v2: bool,
     build=None,
@@ -25,11 +30,7 @@ def _randomized(
     deltas (boxes near their anchors and proposals, a few px or more: random full-size deltas
     give sub-pixel-thin boxes whose IoU, hence NMS, rounding flips)."""
     torch.manual_seed(0)
-    build = build or (
-        torchvision.models.detection.fasterrcnn_resnet50_fpn_v2
-        if v2
-        else torchvision.models.detection.fasterrcnn_resnet50_fpn
-    )
+    build = build or torchvision_builder("fasterrcnn", v2)
     model = build(
         weights=None, weights_backbone=None, num_classes=91, min_size=min_size, max_size=max_size
     ).eval()
@@ -362,12 +363,9 @@ def test_training_losses_equal_torchvision_when_every_anchor_and_proposal_is_sam
     Losses differ by 1e-7 to 8e-7 between kernels (native, channels_last, one thread in ours);
     a smooth-L1 beta 10% off (run once, v1) fails loss_box_reg."""
     torch.manual_seed(0)
-    build = (
-        torchvision.models.detection.fasterrcnn_resnet50_fpn_v2
-        if v2
-        else torchvision.models.detection.fasterrcnn_resnet50_fpn
+    tv = torchvision_builder("fasterrcnn", v2)(
+        weights=None, weights_backbone=None, num_classes=91, min_size=256, max_size=320
     )
-    tv = build(weights=None, weights_backbone=None, num_classes=91, min_size=256, max_size=320)
     overrides = sample_everything(tv, 600, 300)
     preset = PRESETS[f"fasterrcnn_resnet50_fpn{'_v2' if v2 else ''}_torchvision"]()
     ours = DetectionTask().build_model(apply_overrides(preset, overrides))

@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torchvision
 from PIL import Image
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
@@ -21,6 +20,7 @@ from .test_compat import (
     assert_same_as_torchvision,
     random_targets,
     sample_everything,
+    torchvision_builder,
     training_losses,
 )
 
@@ -36,12 +36,9 @@ def _randomized_maskrcnn(v2: bool, detections: int):
     """torchvision's Mask R-CNN with test_compat's seeded random weights (small box deltas),
     class scores spread out on real photos (v2's batch norms make its logits larger there: at
     test_compat's 0.3 the top 40 all score 1.0 in float32) and ``detections`` an image."""
-    build = (
-        torchvision.models.detection.maskrcnn_resnet50_fpn_v2
-        if v2
-        else torchvision.models.detection.maskrcnn_resnet50_fpn
+    return _randomized(
+        v2, torchvision_builder("maskrcnn", v2), 224, 320, 0.03 if v2 else 0.75, detections
     )
-    return _randomized(v2, build, 224, 320, 0.03 if v2 else 0.75, detections)
 
 
 def _ours(preset: str, overrides: list[str]):
@@ -110,12 +107,9 @@ def test_mask_loss_equals_torchvision_when_every_proposal_is_sampled(v2):
     come from the foreground RoIs alone. Fails when the mask targets' RoIAlign is aligned, or
     the loss reads the mask of class 0."""
     torch.manual_seed(0)
-    build = (
-        torchvision.models.detection.maskrcnn_resnet50_fpn_v2
-        if v2
-        else torchvision.models.detection.maskrcnn_resnet50_fpn
+    tv = torchvision_builder("maskrcnn", v2)(
+        weights=None, weights_backbone=None, num_classes=91, min_size=192, max_size=256
     )
-    tv = build(weights=None, weights_backbone=None, num_classes=91, min_size=192, max_size=256)
     overrides = sample_everything(tv, 200, 60)
     ours = _ours(f"maskrcnn_resnet50_fpn{'_v2' if v2 else ''}_torchvision", overrides)
     ours.load_state_dict(tv.state_dict())
