@@ -29,6 +29,7 @@ INSTALL_REQUIRES = [
     "segmentation-models-pytorch>=0.6",  # decoder constructors used by heads/segmentation.py
     "pycocotools>=2.0.7",
     "faster-coco-eval>=1.6.5",
+    "vernier>=0.5.4",  # the default COCO evaluation backend (pycocotools' numbers, compiled)
     "albumentations>=2.0",  # Compose.set_random_seed, fill/fill_mask
     "opencv-python-headless>=4.8",  # the cv2 build albumentations requires; never opencv-python
     "numpy>=1.24",

@@ -1,9 +1,11 @@
-"""Object-detection data: COCO json, Pascal VOC XML and synthetic scenes, stored compactly.
+"""Object-detection and instance-segmentation data: COCO json (boxes, polygons, RLE), Pascal
+VOC XML, instance mask folders and synthetic scenes, stored compactly.
 
-Annotations live in a few numpy arrays (:class:`DetectionAnnotations`), not in per-image Python
-dicts: a DataLoader worker receives a small pickle, and nothing grows copy-on-write pages.
-Labels are contiguous ``1..K`` (0 is background); the original image, category and annotation
-ids are kept for evaluation and for writing COCO results.
+Annotations live in a few numpy arrays (:class:`DetectionAnnotations`; instance masks in
+:class:`~.masks.InstanceMasks`), not in per-image Python dicts: a DataLoader worker receives a
+small pickle, and nothing grows copy-on-write pages. Labels are contiguous ``1..K`` (0 is
+background); the original image, category and annotation ids are kept for evaluation and for
+writing COCO results.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .images import ImageReadError, read_first_readable, read_rgb
-from .segmentation import VOC_CLASSES
+from .images import ImageReadError, read_first_readable, read_label_map, read_rgb
+from .masks import InstanceMasks
+from .segmentation import VOC_CLASSES, folder_items
 from .synthetic import SHAPE_CLASSES, make_scene
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,8 @@ class DetectionAnnotations:
     category_ids: np.ndarray  # (K,) int64: the source's category id of label k + 1
     class_names: tuple[str, ...]
     dropped_degenerate: int = 0
+    masks: InstanceMasks | None = None  # (M,) segmentations, when read with them
+    source: str = ""  # the COCO json read (evaluation scores against the file itself)
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -87,7 +92,16 @@ class DetectionAnnotations:
             self.category_ids,
             self.class_names,
             self.dropped_degenerate,
+            self.masks.take(rows) if self.masks is not None else None,
+            self.source,
         )
+
+    def segmentation(self, row: int) -> list | dict | None:
+        """Box row ``row``'s COCO segmentation (polygons or compressed RLE), if any."""
+        if self.masks is None:
+            return None
+        i = int(np.searchsorted(self.offsets, row, side="right")) - 1
+        return self.masks.segmentation(row, int(self.heights[i]), int(self.widths[i]))
 
 
 def _clip_and_filter(
@@ -118,6 +132,8 @@ def _pack(
     class_names: Sequence[str],
     source: str,
     min_box_size: float = 1.0,
+    masks: InstanceMasks | None = None,
+    json_path: str = "",
 ) -> DetectionAnnotations:
     boxes, ok = _clip_and_filter(
         boxes.astype(np.float32), image_of_box, heights, widths, min_box_size
@@ -147,6 +163,8 @@ def _pack(
         category_ids=category_ids.astype(np.int64),
         class_names=tuple(class_names),
         dropped_degenerate=dropped,
+        masks=masks.take(keep) if masks is not None else None,
+        source=json_path,
     )
 
 
@@ -169,12 +187,16 @@ def _load_json(path: Path):
             gc.enable()
 
 
-def read_coco(path: str | os.PathLike, *, contiguous_labels: bool = True) -> DetectionAnnotations:
+def read_coco(
+    path: str | os.PathLike, *, contiguous_labels: bool = True, masks: bool = False
+) -> DetectionAnnotations:
     """A COCO-format json (any labeling tool's export) -> compact annotations.
 
     Category names come from the json; a ``_background_`` category without annotations (as
     labelme exports) is skipped. ``contiguous_labels=False`` uses the category ids themselves as
-    labels (torchvision's COCO models predict category ids 1..90).
+    labels (torchvision's COCO models predict category ids 1..90). ``masks=True`` also keeps the
+    segmentations (polygons, RLE with compressed or uncompressed counts) for instance
+    segmentation; an annotation without one is trained on its box.
     """
     path = Path(path)
     try:
@@ -239,6 +261,18 @@ def read_coco(path: str | os.PathLike, *, contiguous_labels: bool = True) -> Det
     labels = label_of_cat[_lookup(source_cat_ids, ann_cat, anns, "category", path)]
     boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1)
     areas = np.where(areas < 0, xywh[:, 2] * xywh[:, 3], areas).astype(np.float32)
+    segmentations = None
+    if masks:
+        try:
+            segmentations = InstanceMasks.build(
+                [a.get("segmentation") for a in anns],
+                heights[image_of_box],
+                widths[image_of_box],
+                names=[a.get("id") for a in anns],
+                source=repr(str(path)),
+            )
+        except ValueError as e:
+            raise AnnotationError(str(e)) from None
     return _pack(
         file_names,
         image_ids,
@@ -252,14 +286,16 @@ def read_coco(path: str | os.PathLike, *, contiguous_labels: bool = True) -> Det
         cat_ids,
         names,
         str(path),
+        masks=segmentations,
+        json_path=str(path),
     )
 
 
-def coco_ground_truth(path: str | os.PathLike) -> dict:
+def coco_ground_truth(path: str | os.PathLike, *, segmentations: bool = False) -> dict:
     """A COCO json as evaluation reads it: the file's own images, boxes, areas and crowd flags
     (nothing clipped or dropped: that is for training), annotation ids renumbered ``1..M``
-    (pycocotools' matching takes id 0 for "unmatched": a box with id 0 could never be found)
-    and segmentations left out (box evaluation does not read them)."""
+    (pycocotools' matching takes id 0 for "unmatched": a box with id 0 could never be found);
+    segmentations only with ``segmentations=True`` (box evaluation does not read them)."""
     path = Path(path)
     try:
         data = _load_json(path)
@@ -269,7 +305,8 @@ def coco_ground_truth(path: str | os.PathLike) -> dict:
         raise AnnotationError(f"annotation file {str(path)!r} is not valid json: {e}") from None
     annotations = []
     for j, a in enumerate(data.get("annotations", [])):
-        a = {k: v for k, v in a.items() if k != "segmentation"}
+        if not segmentations:
+            a = {k: v for k, v in a.items() if k != "segmentation"}
         a["id"] = j + 1
         a.setdefault("iscrowd", 0)
         if "area" not in a:
@@ -361,13 +398,81 @@ def read_voc(
     )
 
 
+def read_instance_masks(
+    images: str | os.PathLike,
+    instances: str | os.PathLike,
+    classes: str | os.PathLike,
+    class_names: Sequence[str],
+) -> DetectionAnnotations:
+    """Instance segmentation from mask folders (Pascal VOC's ``SegmentationObject`` and
+    ``SegmentationClass`` layout): for each image of ``images``, a PNG of the same stem in
+    ``instances`` (pixel = instance number, 0 background, 255 void) and in ``classes`` (pixel
+    = class index into ``class_names``, whose first entry is the background). An instance's
+    class is the class of most of its pixels; its box and area come from its pixels.
+    """
+    items = folder_items(images, instances)
+    if not items:
+        raise AnnotationError(f"no images in {str(images)!r}")
+    names = tuple(class_names)
+    if names and names[0] in BACKGROUND_NAMES:
+        names = names[1:]
+    files, heights, widths, img_of, boxes, labels, areas, masks = [], [], [], [], [], [], [], []
+    for n, item in enumerate(items):
+        instance_map = read_label_map(item.mask)
+        class_path = Path(classes) / item.mask.name
+        class_map = read_label_map(class_path)
+        if class_map.shape != instance_map.shape:
+            raise AnnotationError(
+                f"{str(class_path)!r} is {class_map.shape[1]}x{class_map.shape[0]} but "
+                f"{str(item.mask)!r} is {instance_map.shape[1]}x{instance_map.shape[0]}"
+            )
+        files.append(str(item.image.relative_to(images)))
+        heights.append(instance_map.shape[0])
+        widths.append(instance_map.shape[1])
+        for k in np.unique(instance_map):
+            if k in (0, 255):
+                continue
+            mask = instance_map == k
+            votes = np.bincount(class_map[mask], minlength=256)
+            votes[[0, 255]] = 0
+            label = int(votes.argmax())
+            if votes[label] == 0 or label > len(names):
+                raise AnnotationError(
+                    f"instance {k} of {str(item.mask)!r} has no class in {str(class_path)!r} "
+                    f"(classes 1..{len(names)} of {len(names)} names)"
+                )
+            ys, xs = np.nonzero(mask)
+            boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+            labels.append(label)
+            areas.append(float(mask.sum()))
+            masks.append(mask)
+            img_of.append(n)
+    return _pack(
+        files,
+        np.arange(1, len(items) + 1),
+        np.array(heights),
+        np.array(widths),
+        np.array(img_of, np.int64),
+        np.array(boxes, np.float64).reshape(-1, 4),
+        np.array(labels, np.int64),
+        np.zeros(len(labels), bool),
+        np.array(areas),
+        np.arange(1, len(names) + 1),
+        names,
+        str(instances),
+        masks=InstanceMasks.from_bitmasks(masks),
+    )
+
+
 def synthetic_annotations(
     num_images: int, seed: int, min_side: int = 128, max_side: int = 224
 ) -> DetectionAnnotations:
-    """Boxes of ``num_images`` synthetic scenes (image ``i`` drawn from ``seed``, ``i``)."""
+    """Boxes and exact instance masks (the visible part of each shape, as RLE; the area is its
+    pixel count, as COCO's) of ``num_images`` synthetic scenes (image ``i`` drawn from
+    ``seed``, ``i``)."""
     rng = np.random.default_rng(seed)
     sizes = rng.integers(min_side, max_side + 1, size=(num_images, 2))
-    img_of, boxes, labels = [], [], []
+    img_of, boxes, labels, masks = [], [], [], []
     for i, (h, w) in enumerate(sizes):
         scene = make_scene(
             _scene_seed(seed, i), int(h), int(w), max_objects=5, min_size=0.12, max_size=0.45
@@ -375,8 +480,9 @@ def synthetic_annotations(
         img_of += [i] * len(scene.labels)
         boxes.append(scene.boxes)
         labels += scene.labels
+        masks += scene.masks
     boxes_a = np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32)
-    areas = (boxes_a[:, 2] - boxes_a[:, 0]) * (boxes_a[:, 3] - boxes_a[:, 1])
+    areas = np.array([m.sum() for m in masks], np.float64)
     return _pack(
         [f"synthetic_{i:06d}.png" for i in range(num_images)],
         np.arange(1, num_images + 1),
@@ -390,6 +496,7 @@ def synthetic_annotations(
         np.arange(1, len(SHAPE_CLASSES) + 1),
         SHAPE_CLASSES,
         "synthetic",
+        masks=InstanceMasks.from_bitmasks(masks),
     )
 
 
@@ -401,8 +508,10 @@ class DetectionDataset(Dataset):
     """Images + compact annotations; training keys ``(index, seed)`` get the seeded transform.
 
     Items: ``image`` (3, H, W) uint8, ``boxes`` (K, 4) float32 xyxy, ``labels`` (K,) int64,
-    ``index`` and ``skipped`` (bad files replaced by the next image, when allowed). Crowd boxes
-    are left out of training targets, as the reference implementations do.
+    ``index`` and ``skipped`` (bad files replaced by the next image, when allowed); with
+    ``masks=True`` training items also hold ``masks`` (K, H, W) uint8, drawn at the size the
+    transform resizes to and moved with the boxes. Crowd boxes are left out of training
+    targets, as the reference implementations do.
     """
 
     def __init__(
@@ -413,8 +522,15 @@ class DetectionDataset(Dataset):
         transform: Callable | None = None,
         skip_bad_images: bool = False,
         synthetic_seed: int | None = None,
+        masks: bool = False,
     ) -> None:
+        if masks and ann.masks is None:
+            raise AnnotationError(
+                "instance masks were asked for but these annotations hold none (read a COCO "
+                "json with masks=True, or use instance mask folders)"
+            )
         self.ann = ann
+        self.masks = masks
         self.root = Path(image_root) if image_root is not None else None
         self.transform = transform
         self.skip_bad_images = skip_bad_images
@@ -459,21 +575,40 @@ class DetectionDataset(Dataset):
         )
         rows = self.ann.rows(i)
         boxes, labels = self.ann.boxes[rows], self.ann.labels[rows]
+        masks = None
         if seed is not None:  # training: no crowd boxes; seeded augmentation
             keep = ~self.ann.iscrowd[rows]
             boxes, labels = boxes[keep], labels[keep]
+            if self.masks:
+                masks = self._mask_drawer(np.arange(rows.start, rows.stop)[keep], boxes, image)
             if self.transform is not None:
-                image, boxes, labels = self.transform(image, boxes, labels, seed)
-        return {
+                image, boxes, labels, masks = self.transform(image, boxes, labels, seed, masks)
+            elif masks is not None:
+                masks = masks(*image.shape[:2])
+        item = {
             "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
             "boxes": torch.from_numpy(np.asarray(boxes, np.float32).reshape(-1, 4)),
             "labels": torch.from_numpy(np.asarray(labels, np.int64)),
             "index": i,
             "skipped": skipped,
         }
+        if masks is not None:
+            item["masks"] = torch.from_numpy(np.ascontiguousarray(masks, np.uint8))
+        return item
+
+    def _mask_drawer(self, rows: np.ndarray, boxes: np.ndarray, image: np.ndarray):
+        """``draw(height, width) -> (K, height, width)`` uint8: the masks of ``rows`` drawn at
+        a size (the transform chooses it: polygons are drawn there, not resampled)."""
+        size = image.shape[:2]
+
+        def draw(height: int, width: int) -> np.ndarray:
+            return self.ann.masks.rasterize(rows, boxes, size, (height, width))
+
+        return draw
 
     def write_coco(self, out_dir: str | os.PathLike) -> Path:
-        """Write the images (PNG) and a COCO json (``instances.json``) to ``out_dir``."""
+        """Write the images (PNG) and a COCO json (``instances.json``, with each instance's
+        segmentation when the annotations hold masks) to ``out_dir``."""
         import cv2
 
         out = Path(out_dir)
@@ -505,6 +640,9 @@ class DetectionDataset(Dataset):
                         "iscrowd": int(a.iscrowd[r]),
                     }
                 )
+                segmentation = a.segmentation(r)
+                if segmentation is not None:
+                    annotations[-1]["segmentation"] = segmentation
         categories = [{"id": int(c), "name": n} for c, n in zip(a.category_ids, a.class_names)]
         path = out / "instances.json"
         path.write_text(

@@ -6,6 +6,7 @@ so a sample is augmented the same way whichever worker or rank loads it (see tas
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import albumentations as A
@@ -86,7 +87,8 @@ def shortest_side_scale(h: int, w: int, short: float, max_size: float) -> float:
 @dataclass
 class DetTrainTransform:
     """Multi-scale shortest-side resize, horizontal flip, optional photometric distortion and
-    large-scale jitter; boxes move with the image (albumentations), degenerate ones are dropped.
+    large-scale jitter; boxes and instance masks move with the image (albumentations),
+    degenerate boxes are dropped with their masks.
 
     ``large_scale_jitter=(low, high)`` replaces the resize by LSJ: scale to
     ``[low, high] x lsj_size`` (longer side) then crop/pad to ``lsj_size`` square.
@@ -119,14 +121,24 @@ class DetTrainTransform:
             ops += photometric()
         bbox = A.BboxParams(
             format="pascal_voc",
-            label_fields=["labels"],
+            label_fields=["labels", "index"],
             clip=True,
             min_width=self.min_box_size,
             min_height=self.min_box_size,
         )
         self.pipeline = A.Compose(ops, bbox_params=bbox)
 
-    def __call__(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, seed: int):
+    def __call__(
+        self,
+        image: np.ndarray,
+        boxes: np.ndarray,
+        labels: np.ndarray,
+        seed: int,
+        masks: Callable[[int, int], np.ndarray] | None = None,
+    ):
+        """``(image, boxes, labels, masks)`` transformed; ``masks`` draws the ``(K, H, W)``
+        instance masks at a given size (they are drawn at the resized size, then flipped and
+        cropped with the image), or is None (None returned)."""
         rng = np.random.default_rng(seed)
         h, w = image.shape[:2]
         if self.large_scale_jitter is not None:
@@ -140,9 +152,20 @@ class DetTrainTransform:
             [sx, sy, sx, sy], np.float32
         )
         self.pipeline.set_random_seed(int(rng.integers(2**31)))
-        out = self.pipeline(image=image, bboxes=boxes, labels=np.asarray(labels, np.int64))
+        targets = {"bboxes": boxes, "labels": np.asarray(labels, np.int64)}
+        targets["index"] = np.arange(len(boxes))
+        drawn = masks is not None and len(boxes) > 0
+        if drawn:
+            targets["masks"] = masks(size[1], size[0])
+        out = self.pipeline(image=image, **targets)
+        kept = np.asarray(out["index"], np.int64)
+        if drawn:
+            masks = np.asarray(out["masks"], np.uint8)[kept]
+        elif masks is not None:  # no instances: no masks, at the output size
+            masks = np.zeros((0, *out["image"].shape[:2]), np.uint8)
         return (
             out["image"],
             np.asarray(out["bboxes"], np.float32).reshape(-1, 4),
             np.asarray(out["labels"], np.int64),
+            masks,
         )

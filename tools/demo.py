@@ -128,18 +128,18 @@ def demo_detection(out: Path) -> None:
     from resvision.tasks.engine.loop import train
 
     print(
-        "\n== Detection: Faster R-CNN + FPN (resnet18) trained from scratch on synthetic shapes, "
-        "CPU ==\n"
+        "\n== Detection and instance segmentation: Mask R-CNN + FPN (resnet18) trained from "
+        "scratch on synthetic shapes, CPU ==\n"
     )
     run = out / "detection"
-    cfg = apply_overrides(PRESETS["faster_rcnn_r18_fpn_synthetic"](), [f"runtime.output_dir={run}"])
+    cfg = apply_overrides(PRESETS["mask_rcnn_r18_fpn_synthetic"](), [f"runtime.output_dir={run}"])
     t0 = time.perf_counter()
     result = train(DetectionTask(), cfg)
     m = result.metrics
     print(
         f"\ntrained {result.iteration} iterations in {time.perf_counter() - t0:.0f} s: validation "
-        "box AP "
-        f"{100 * m['val/AP']:.1f}, AP50 {100 * m['val/AP50']:.1f}"
+        f"box AP {100 * m['val/AP']:.1f}, AP50 {100 * m['val/AP50']:.1f}; mask AP "
+        f"{100 * m['val/mask/AP']:.1f}, AP50 {100 * m['val/mask/AP50']:.1f}"
     )
     det = Detector.from_checkpoint(run, device="cpu")
     d = cfg.data
@@ -156,11 +156,11 @@ def demo_detection(out: Path) -> None:
         image = val.read_image(i)
         (r,) = det.predict(image, score_threshold=0.5)
         drawn = draw_detections(
-            image, r["boxes"], r["scores"], r["class_names"], colours[r["labels"]]
+            image, r["boxes"], r["scores"], r["class_names"], colours[r["labels"]], r["masks"]
         )
         cv2.imwrite(str(pred_dir / f"val_{i}.png"), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
     print(f"AP table: {run / 'eval' / 'ap.md'}; COCO results: {run / 'eval' / 'predictions.json'}")
-    print(f"images with detections: {pred_dir}; plots: {run / 'plots'}")
+    print(f"images with detections and their masks: {pred_dir}; plots: {run / 'plots'}")
 
 
 def demo_face(out: Path) -> None:

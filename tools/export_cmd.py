@@ -99,6 +99,12 @@ def _detection_arguments(p: argparse.ArgumentParser) -> None:
         default=[],
         help="real photos to check on (letterboxed to --size); default: random",
     )
+    p.add_argument(
+        "--mask-tolerance",
+        type=float,
+        default=1e-3,
+        help="Mask R-CNN: largest allowed mask probability difference",
+    )
 
 
 def export_detection(args: argparse.Namespace) -> int:
@@ -124,22 +130,28 @@ def export_detection(args: argparse.Namespace) -> int:
     ok = True
     for r in check(model, out, batches):
         ok &= r["same_count"] and r["same_labels"] and r["max_box_diff"] <= args.tolerance
+        masks = ""
+        if "max_mask_diff" in r:  # Mask R-CNN
+            ok &= r["max_mask_diff"] <= args.mask_tolerance
+            masks = f", max mask difference {r['max_mask_diff']:.2e}"
+            masks += f" ({r['shifted_masks']} masks a pixel apart)" if r["shifted_masks"] else ""
         print(
             f"batch {r['batch']}: {r['detections']} detections, same count {r['same_count']}, "
-            f"same labels {r['same_labels']}, max box difference {r['max_box_diff']:.2e} px"
+            f"same labels {r['same_labels']}, max box difference {r['max_box_diff']:.2e} px" + masks
         )
     if not ok:
         print(f"FAILED: onnxruntime and PyTorch disagree (tolerance {args.tolerance} px)")
         return 1
+    outputs = "masks (N, D, H, W) probabilities; " if model.roi_heads.has_mask() else ""
     print(
         f"wrote {out} (input: images float32 (N, 3, {size[0]}, {size[1]}) pixels 0-255, RGB; "
-        "class names in the model's metadata)"
+        f"{outputs}class names in the model's metadata)"
     )
     return 0
 
 
 DETECTION = Command(
-    "ONNX with a dynamic batch (input size fixed at export)",
+    "ONNX with a dynamic batch (input size fixed at export; masks for Mask R-CNN)",
     _detection_arguments,
     export_detection,
     description="Export to ONNX with a dynamic batch dimension (input size fixed at export) and "

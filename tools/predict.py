@@ -309,12 +309,13 @@ def predict_detection(args: argparse.Namespace) -> int:
 
 
 DETECTION = Command(
-    "drawn boxes, a readable json and a COCO results file",
+    "drawn boxes (and masks), a readable json and a COCO results file",
     _detection_arguments,
     predict_detection,
-    description="Detect objects; write every image with its boxes drawn (under its relative "
-    "path), detections.json (file name, class, box xywh, score), and a COCO results file "
-    "coco_results.json whose image ids coco_images.json maps to the relative paths.",
+    description="Detect objects; write every image with its boxes (and a Mask R-CNN's masks, "
+    "filled in the class colours) drawn (under its relative path), detections.json (file "
+    "name, class, box xywh, score), and a COCO results file coco_results.json (with RLE "
+    "segmentations for masks) whose image ids coco_images.json maps to the relative paths.",
 )
 
 

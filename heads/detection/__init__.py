@@ -1,5 +1,6 @@
-"""Faster R-CNN + FPN on any backbone, in torchvision's parts: :mod:`.box_ops`, :mod:`.poolers`,
-:mod:`.rpn`, :mod:`.roi_heads`, :mod:`.faster_rcnn`; configs in :mod:`.config` (no torch)."""
+"""Faster R-CNN / Mask R-CNN + FPN on any backbone, in torchvision's parts: :mod:`.box_ops`,
+:mod:`.poolers`, :mod:`.rpn`, :mod:`.roi_heads`, :mod:`.masks`, :mod:`.faster_rcnn`; configs in
+:mod:`.config` (no torch)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ _EXPORTS = {
     "AnchorConfig": "config",
     "BoxLossConfig": "config",
     "FasterRCNNConfig": "config",
+    "MaskHeadConfig": "config",
     "RPNConfig": "config",
     "RoIHeadsConfig": "config",
     "TestSizeConfig": "config",
     "FasterRCNN": "faster_rcnn",
     "MultiScaleRoIAlign": "poolers",
     "BoxHeads": "roi_heads",
+    "paste_masks": "masks",
     "RPN": "rpn",
 }
 

@@ -1,7 +1,8 @@
-"""Faster R-CNN configs: one small dataclass per part (no torch import).
+"""Faster R-CNN / Mask R-CNN configs: one small dataclass per part (no torch import).
 
-The defaults are torchvision's ``fasterrcnn_resnet50_fpn``; detectron2's and torchvision v2's
-recipes are presets of the detection task.
+The defaults are torchvision's ``fasterrcnn_resnet50_fpn`` (and, with ``mask.enabled``, its
+``maskrcnn_resnet50_fpn``); detectron2's and torchvision v2's recipes are presets of the
+detection task.
 """
 
 from __future__ import annotations
@@ -63,6 +64,19 @@ class BoxLossConfig:
 
 
 @dataclass
+class MaskHeadConfig:
+    """The mask branch of Mask R-CNN (off: boxes only). RoIAlign over the same levels as the box
+    head (with its ``sampling_ratio`` and ``aligned``), ``len(conv_channels)`` 3x3 convolutions,
+    a 2x deconvolution and one mask logit map per class: masks of ``2 * output_size`` pixels."""
+
+    enabled: bool = False
+    output_size: int = 14
+    conv_channels: tuple[int, ...] = (256, 256, 256, 256)
+    dilation: int = 1
+    predictor_channels: int = 256  # the deconvolution's output channels
+
+
+@dataclass
 class TestSizeConfig:
     """Inference resize: the shorter side, capped by the longer side (torchvision's rule)."""
 
@@ -76,12 +90,13 @@ class FasterRCNNConfig(BackboneConfig):
 
     num_classes: int = 80  # object classes; the classifier has num_classes + 1 outputs
     fpn_channels: int = 256
-    head_norm: bool = False  # BN in the FPN and a 4-conv + 1-fc box head (torchvision v2)
+    head_norm: bool = False  # BN in the FPN, a 4-conv + 1-fc box head, the mask head (v2)
     nms_impl: Literal["auto", "torchvision", "batched"] = "auto"  # auto: batched on GPU
     anchors: AnchorConfig = field(default_factory=AnchorConfig)
     rpn: RPNConfig = field(default_factory=RPNConfig)
     roi_heads: RoIHeadsConfig = field(default_factory=RoIHeadsConfig)
     box_loss: BoxLossConfig = field(default_factory=BoxLossConfig)
+    mask: MaskHeadConfig = field(default_factory=MaskHeadConfig)
     test: TestSizeConfig = field(default_factory=TestSizeConfig)
 
 

@@ -1,4 +1,5 @@
-"""Faster R-CNN with an FPN neck on any backbone, from torchvision's detection components.
+"""Faster R-CNN (and Mask R-CNN) with an FPN neck on any backbone, from torchvision's detection
+components.
 
 torchvision provides the anchor generator, RPN head and target assignment, RoI heads sampling,
 box coder, TwoMLPHead / FastRCNNConvFCHead, FastRCNNPredictor and FeaturePyramidNetwork; they
@@ -9,10 +10,14 @@ are composed here behind the feature contract (sized from ``feature_specs``), wi
 - inference as batched tensor operations: proposal filtering and detection post-processing run
   for all images at once (NMS over (image, level) / image groups, see ``heads.nms``), which also
   exports to ONNX with a dynamic batch dimension;
-- head outputs decoded in fp32 under autocast (bf16 box coordinates would be 8 px coarse).
+- head outputs decoded in fp32 under autocast (bf16 box coordinates would be 8 px coarse);
+- with ``cfg.mask.enabled``, Mask R-CNN's mask branch (torchvision's MaskRCNNHeads and
+  MaskRCNNPredictor, see :mod:`.masks`): a mask loss in training, mask probabilities pasted
+  into each image at inference.
 
-Module names match torchvision's ``FasterRCNN`` (``backbone.body``, ``backbone.fpn``, ``rpn``,
-``roi_heads``), so its ``fasterrcnn_resnet50_fpn`` / ``_v2`` state_dicts load unchanged.
+Module names match torchvision's ``FasterRCNN`` / ``MaskRCNN`` (``backbone.body``,
+``backbone.fpn``, ``rpn``, ``roi_heads``, ``roi_heads.mask_head``, ...), so its
+``fasterrcnn_resnet50_fpn`` / ``maskrcnn_resnet50_fpn`` (and ``_v2``) state_dicts load unchanged.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from torchvision.models.detection.faster_rcnn import (
     TwoMLPHead,
 )
 from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 
@@ -33,20 +39,24 @@ from resvision.backbones import Backbone, FeatureSpec
 from ..fpn import FPN
 from .box_ops import sizes_tensor
 from .config import FasterRCNNConfig
+from .masks import paste_masks
 from .poolers import MultiScaleRoIAlign
 from .roi_heads import BoxHeads
 from .rpn import RPN
 
 
 class FasterRCNN(nn.Module):
-    """Faster R-CNN + FPN on a registry backbone.
+    """Faster R-CNN + FPN on a registry backbone; Mask R-CNN with ``cfg.mask.enabled``.
 
     ``forward(images, targets=None)``: ``images`` is a list of ``(3, H, W)`` tensors (uint8 or
     float in [0, 255]) or an ``(N, 3, H, W)`` tensor. In training mode (with targets: dicts with
-    ``boxes`` (K, 4) xyxy in pixels and ``labels`` (K,) in 1..num_classes) it returns the four
-    losses; images are used at their size (the data pipeline resizes). In eval mode images are
-    resized to ``cfg.test.min_size``/``max_size`` as torchvision does and the result is a list
-    of dicts with ``boxes`` (in the original image's coordinates), ``scores`` and ``labels``.
+    ``boxes`` (K, 4) xyxy in pixels, ``labels`` (K,) in 1..num_classes and, for Mask R-CNN,
+    ``masks`` (K, H, W) uint8) it returns the four losses (five with ``loss_mask``); images are
+    used at their size (the data pipeline resizes). In eval mode images are resized to
+    ``cfg.test.min_size``/``max_size`` as torchvision does and the result is a list of dicts
+    with ``boxes`` (in the original image's coordinates), ``scores``, ``labels`` and, for Mask
+    R-CNN, ``masks`` (K, H, W) float probabilities at the image's size (torchvision's before
+    thresholding, without its singleton channel).
     """
 
     def __init__(self, backbone: Backbone, cfg: FasterRCNNConfig) -> None:
@@ -98,7 +108,24 @@ class FasterRCNN(nn.Module):
         else:
             box_head = TwoMLPHead(c * r * r, 1024)
         predictor = FastRCNNPredictor(1024, cfg.num_classes + 1)
-        return BoxHeads(rc, cfg.box_loss, pooler, box_head, predictor)
+        if not cfg.mask.enabled:
+            return BoxHeads(rc, cfg.box_loss, pooler, box_head, predictor)
+        mc = cfg.mask
+        mask_pooler = MultiScaleRoIAlign(
+            pooler.featmap_names, pooler.strides, mc.output_size, rc.sampling_ratio, rc.aligned
+        )
+        mask_head = MaskRCNNHeads(
+            c,
+            list(mc.conv_channels),
+            mc.dilation,
+            norm_layer=nn.BatchNorm2d if cfg.head_norm else None,
+        )
+        mask_predictor = MaskRCNNPredictor(
+            mc.conv_channels[-1], mc.predictor_channels, cfg.num_classes + 1
+        )
+        return BoxHeads(
+            rc, cfg.box_loss, pooler, box_head, predictor, mask_pooler, mask_head, mask_predictor
+        )
 
     @property
     def nms_impl(self) -> str:
@@ -139,26 +166,35 @@ class FasterRCNN(nn.Module):
             return losses | self.roi_heads.losses(features, proposals, valid, targets)
         originals = [tuple(img.shape[-2:]) for img in images]
         batch = self._batch(self._to_unit(images), resize=True)
-        boxes, scores, labels, valid = self.detect(
-            batch.tensors, sizes_tensor(batch.image_sizes, batch.tensors.device)
-        )
+        found = self.detect(batch.tensors, sizes_tensor(batch.image_sizes, batch.tensors.device))
         results = []
         for i, (resized, original) in enumerate(zip(batch.image_sizes, originals)):
-            keep = valid[i]
-            results.append(
-                {
-                    "boxes": resize_boxes(boxes[i][keep], list(resized), list(original)),
-                    "scores": scores[i][keep],
-                    "labels": labels[i][keep],
-                }
-            )
+            keep = found["valid"][i]
+            boxes = resize_boxes(found["boxes"][i][keep], list(resized), list(original))
+            result = {
+                "boxes": boxes,
+                "scores": found["scores"][i][keep],
+                "labels": found["labels"][i][keep],
+            }
+            if "masks" in found:
+                result["masks"] = paste_masks(found["masks"][i][keep], boxes, *original)
+            results.append(result)
         return results
 
-    def detect(self, tensors: Tensor, image_sizes: Tensor):
+    def detect(self, tensors: Tensor, image_sizes: Tensor) -> dict[str, Tensor]:
         """Batched inference on normalized, padded ``tensors (N, 3, H, W)`` with per-image
-        ``image_sizes (N, 2)``: padded ``boxes (N, D, 4)``, ``scores``, ``labels``, ``valid``."""
+        ``image_sizes (N, 2)``: padded ``boxes (N, D, 4)`` in the input's pixels, ``scores``,
+        ``labels`` (N, D), ``valid`` (N, D) and, for Mask R-CNN, ``masks (N, D, M, M)``
+        probabilities in each box's frame (:func:`.masks.paste_masks` puts them in the image).
+        """
         features = self.backbone(tensors)
         proposals, _, pvalid, _ = self.rpn.propose(
             list(features.values()), tuple(tensors.shape[-2:]), image_sizes, self.nms_impl
         )
-        return self.roi_heads.detect(features, proposals, pvalid, image_sizes, self.nms_impl)
+        boxes, scores, labels, valid = self.roi_heads.detect(
+            features, proposals, pvalid, image_sizes, self.nms_impl
+        )
+        found = {"boxes": boxes, "scores": scores, "labels": labels, "valid": valid}
+        if self.roi_heads.has_mask():
+            found["masks"] = self.roi_heads.predict_masks(features, boxes, labels)
+        return found

@@ -1,5 +1,6 @@
-"""The box head: torchvision's RoIHeads (sampling, box coder) with the multi-scale pooler,
-a configurable box loss, training targets for padded batches, and batched detection output."""
+"""The RoI heads: torchvision's RoIHeads (sampling, box coder) with the multi-scale pooler,
+a configurable box loss, training targets for padded batches, batched detection output, and
+optionally Mask R-CNN's mask branch (its loss on the box head's foreground samples)."""
 
 from __future__ import annotations
 
@@ -20,11 +21,17 @@ from .box_ops import (
     to_rois,
 )
 from .config import BoxLossConfig, RoIHeadsConfig
+from .masks import foreground_rows, project_masks, select_class_masks
 from .poolers import MultiScaleRoIAlign
 
 
 class BoxHeads(RoIHeads):
-    """torchvision's RoIHeads (sampling, box coder) with our pooler, loss and batched output."""
+    """torchvision's RoIHeads (sampling, box coder) with our pooler, loss and batched output.
+
+    With ``mask_pooler``, ``mask_head`` and ``mask_predictor`` (torchvision's ``MaskRCNNHeads``
+    and ``MaskRCNNPredictor``, under torchvision's attribute names) it is Mask R-CNN's: the
+    training losses add ``loss_mask`` and :meth:`predict_masks` gives each detection's mask.
+    """
 
     def __init__(
         self,
@@ -33,6 +40,9 @@ class BoxHeads(RoIHeads):
         pooler: MultiScaleRoIAlign,
         box_head: nn.Module,
         predictor: nn.Module,
+        mask_pooler: MultiScaleRoIAlign | None = None,
+        mask_head: nn.Module | None = None,
+        mask_predictor: nn.Module | None = None,
     ) -> None:
         super().__init__(
             pooler,
@@ -46,6 +56,9 @@ class BoxHeads(RoIHeads):
             cfg.score_thresh,
             cfg.nms_thresh,
             cfg.detections_per_img,
+            mask_roi_pool=mask_pooler,
+            mask_head=mask_head,
+            mask_predictor=mask_predictor,
         )
         self.cfg = cfg
         self.box_loss = box_loss
@@ -75,9 +88,10 @@ class BoxHeads(RoIHeads):
     ) -> dict[str, Tensor]:
         """torchvision's box-head losses (gt boxes added to the proposals, same matching,
         sampling and normalisation) on padded ``(N, P, 4)`` proposals, without host
-        synchronisation (one for heads with BatchNorm, which must not see padding)."""
+        synchronisation (one for heads with BatchNorm, which must not see padding); with the
+        mask branch also torchvision's ``loss_mask`` (targets need ``masks (G, H, W)``)."""
         gmax = max(t["boxes"].shape[0] for t in targets)
-        cands, valids, labels, matched = [], [], [], []
+        cands, valids, labels, matched, gt_index = [], [], [], [], []
         for i, t in enumerate(targets):
             g = t["boxes"].shape[0]
             pad = gmax - g
@@ -96,6 +110,7 @@ class BoxHeads(RoIHeads):
             )
             labels.append(F.pad(torch.where(lab == 1, gt_labels, lab), (0, pad), value=-1))
             matched.append(F.pad(t["boxes"][idx] if g else torch.zeros_like(cand), (0, 0, 0, pad)))
+            gt_index.append(F.pad(idx, (0, pad)))
         cand, valid = torch.stack(cands), torch.stack(valids)
         labels = torch.stack(labels).masked_fill(~valid, -1)
         fg, bg = sample_balanced(
@@ -111,9 +126,11 @@ class BoxHeads(RoIHeads):
         boxes = cand.gather(1, slot[..., None].expand(-1, -1, 4))
         gt = torch.stack(matched).gather(1, slot[..., None].expand(-1, -1, 4)).reshape(-1, 4)
         labels = labels.gather(1, slot).reshape(-1).masked_fill(~used, 0)
+        gt_index = torch.stack(gt_index).gather(1, slot).reshape(-1)
         rois = to_rois(boxes)
         if self.head_has_batch_norm:  # BatchNorm statistics over the sampled RoIs only
-            rois, labels, gt, used = rois[used], labels[used], gt[used], used[used]
+            rois, labels, gt, gt_index = rois[used], labels[used], gt[used], gt_index[used]
+            used = used[used]
         class_logits, box_regression = self._predict(features, rois)
         count = used.sum().clamp(min=1)
         cls = F.cross_entropy(class_logits, labels, reduction="none")
@@ -121,10 +138,64 @@ class BoxHeads(RoIHeads):
         box_regression = box_regression.reshape(box_regression.shape[0], -1, 4)
         pred = box_regression.gather(1, labels.view(-1, 1, 1).expand(-1, 1, 4)).squeeze(1)
         box = masked_box_loss(pred, targets_t, used & (labels > 0), self.box_loss)
-        return {
+        losses = {
             "loss_classifier": torch.where(used, cls, 0.0).sum() / count,
             "loss_box_reg": box / count,
         }
+        if self.has_mask():
+            losses["loss_mask"] = self.mask_loss(features, rois, labels, gt_index, used, targets)
+        return losses
+
+    def mask_loss(
+        self,
+        features: dict[str, Tensor],
+        rois: Tensor,
+        labels: Tensor,
+        gt_index: Tensor,
+        used: Tensor,
+        targets: list[dict[str, Tensor]],
+    ) -> Tensor:
+        """torchvision's ``maskrcnn_loss`` on the sampled foreground RoIs of the whole batch:
+        binary cross-entropy of each RoI's class map against its matched mask resampled on the
+        RoI (:func:`project_masks`), averaged over every pixel. One host synchronisation for
+        the batch (the foreground count of each image) plus the pooler's."""
+        rows, counts = foreground_rows(rois, labels, used, len(targets))
+        if not counts or sum(counts) == 0:  # no foreground: zero, every mask weight in the graph
+            params = [*self.mask_head.parameters(), *self.mask_predictor.parameters()]
+            return sum(p.sum() for p in params) * 0.0
+        rois, labels, gt_index = rois[rows], labels[rows], gt_index[rows]
+        pooled, order = self.mask_roi_pool.pool_sorted(features, rois)
+        logits = self.mask_predictor(self.mask_head(pooled))  # rows in pooling order
+        size = logits.shape[-1]
+        mask_targets = torch.cat(
+            [
+                project_masks(t["masks"], boxes[:, 1:], index, size)
+                for t, boxes, index in zip(targets, rois.split(counts), gt_index.split(counts))
+                if len(boxes)
+            ]
+        )
+        return F.binary_cross_entropy_with_logits(
+            select_class_masks(logits, labels[order]).float(), mask_targets[order]
+        )
+
+    def predict_masks(self, features: dict[str, Tensor], boxes: Tensor, labels: Tensor) -> Tensor:
+        """``boxes (N, D, 4)`` (in the network's input pixels) and ``labels (N, D)`` ->
+        ``(N, D, M, M)`` mask probabilities of each box's class (torchvision's
+        ``maskrcnn_inference``), in the RoI's frame (:func:`paste_masks` puts them in the
+        image)."""
+        n, d = boxes.shape[:2]
+        rois = to_rois(boxes)
+        if torch.jit.is_tracing():
+            pooled, order = self.mask_roi_pool(features, rois), None
+        else:  # the head works row by row: run it in pooling order, reorder the masks
+            pooled, order = self.mask_roi_pool.pool_sorted(features, rois)
+        logits = self.mask_predictor(self.mask_head(pooled))
+        labels = labels.reshape(-1)
+        probs = select_class_masks(logits, labels if order is None else labels[order])
+        probs = probs.float().sigmoid()
+        if order is not None:
+            probs = torch.empty_like(probs).index_copy_(0, order, probs)
+        return probs.view(n, d, *probs.shape[-2:])
 
     def detect(
         self,

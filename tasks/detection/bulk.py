@@ -1,7 +1,10 @@
 """What ``resvision predict detection`` writes for a collection of images: each image with its
-boxes drawn, and three aggregated files assembled from the engine's parts: ``detections.json``
-(file name, class, box xywh, score), a COCO results file ``coco_results.json`` and its image
-list ``coco_images.json`` (the images' ids, names and sizes, and the categories)."""
+boxes (and a Mask R-CNN's masks, filled in the class colours) drawn, and three aggregated files
+assembled from the engine's parts: ``detections.json`` (file name, class, box xywh, score), a
+COCO results file ``coco_results.json`` (with each mask as an RLE ``segmentation``) and its
+image list ``coco_images.json`` (the images' ids, names and sizes, and the categories). A mask
+travels through the parts as its compressed RLE counts, so no more than a batch's masks are
+ever held."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import numpy as np
 from resvision.datasets.images import encode_rgb
 from resvision.datasets.inputs import InputImage
 from resvision.tasks.engine.bulk import BulkJob, Entry, LoadedBatch
+from resvision.tasks.engine.coco import encode_masks
 from resvision.tasks.engine.files import atomic_open, atomic_write_bytes
 from resvision.tasks.engine.streams import JsonListWriter, json_list_file
 
@@ -35,12 +39,27 @@ def detection_record(found: dict[str, np.ndarray]) -> list[list]:
     return rows
 
 
+def mask_counts(found: dict[str, np.ndarray]) -> list[str] | None:
+    """One image's ``masks`` (K, H, W) boolean as K compressed RLE counts (pycocotools'), or
+    None for a detector without masks."""
+    if "masks" not in found:
+        return None
+    return [c.decode() for c in encode_masks(found["masks"])]
+
+
 def coco_result_records(
-    rows: list[list], *, image_id: int, category_ids: Sequence[int]
+    rows: list[list],
+    *,
+    image_id: int,
+    category_ids: Sequence[int],
+    masks: Sequence[str] | None = None,
+    size: tuple[int, int] | None = None,
 ) -> list[dict[str, Any]]:
     """COCO results (``image_id``, ``category_id``, ``bbox`` xywh, ``score``) of one image's
-    rows; ``category_ids[label - 1]`` is the data's own id of each label."""
-    return [
+    rows; ``category_ids[label - 1]`` is the data's own id of each label. With ``masks`` (each
+    row's RLE counts) and the image's ``size`` (height, width), each record carries its
+    ``segmentation``."""
+    records = [
         {
             "image_id": image_id,
             "category_id": int(category_ids[label - 1]),
@@ -49,6 +68,15 @@ def coco_result_records(
         }
         for xywh, score, label in rows
     ]
+    if masks is not None:
+        if size is None or len(masks) != len(records):
+            raise ValueError(
+                f"coco_result_records: {len(masks)} masks for {len(records)} detections "
+                f"(size {size}); give one RLE counts string a detection and the image's size"
+            )
+        for record, counts in zip(records, masks):
+            record["segmentation"] = {"size": [int(size[0]), int(size[1])], "counts": counts}
+    return records
 
 
 class DetectionBulk(BulkJob):
@@ -88,6 +116,7 @@ class DetectionBulk(BulkJob):
                 r["scores"][shown],
                 r["class_names"][shown],
                 self.colours[r["labels"][shown]],
+                r["masks"][shown] if "masks" in r else None,
             )
             path = self.drawn[i]
             atomic_write_bytes(path, encode_rgb(drawn, path.suffix), durable=False)
@@ -97,6 +126,9 @@ class DetectionBulk(BulkJob):
                 "detections": detection_record(r),
                 "drawn": int(shown.sum()),
             }
+            counts = mask_counts(r)
+            if counts is not None:
+                record["masks"] = counts
             entries[i] = Entry(i, record)
         return batch.entries(entries)
 
@@ -134,7 +166,13 @@ class DetectionBulk(BulkJob):
                             "score": score,
                         }
                     )
-                for r in coco_result_records(rows, image_id=image_id, category_ids=ids):
+                for r in coco_result_records(
+                    rows,
+                    image_id=image_id,
+                    category_ids=ids,
+                    masks=rec.get("masks"),
+                    size=(rec["height"], rec["width"]),
+                ):
                     results.write(r)
             pictures.close()
             listed = json.dumps(categories, indent=1).replace("\n", "\n ")

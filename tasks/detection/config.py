@@ -1,4 +1,5 @@
-"""Detection configs and presets (detectron2's and torchvision's recipes, a CPU demo)."""
+"""Detection configs and presets (detectron2's and torchvision's recipes, CPU demos), for
+Faster R-CNN and Mask R-CNN (the same model with ``model.mask.enabled``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from resvision.heads.detection.config import (
     AnchorConfig,
     BoxLossConfig,
     FasterRCNNConfig,
+    MaskHeadConfig,
     RoIHeadsConfig,
     RPNConfig,
     TestSizeConfig,
@@ -22,10 +24,11 @@ DETECTRON2_SIZES = (640, 672, 704, 736, 768, 800)
 @dataclass
 class DetModelConfig(FasterRCNNConfig):
     """Backbone options (``backbone``, ``weights``, ``frozen_stages``, ``norm``, ...) and the
-    Faster R-CNN options by part (``anchors``, ``rpn``, ``roi_heads``, ``box_loss``, ``test``).
-    ``weights`` takes backbone weights (path or tag) or a whole detector: a resvision detection
-    checkpoint or torchvision's ``fasterrcnn_resnet50_fpn[_v2]`` state_dict. ``num_classes=0``
-    takes the number of classes from the data."""
+    Faster R-CNN options by part (``anchors``, ``rpn``, ``roi_heads``, ``box_loss``, ``mask``,
+    ``test``); ``mask.enabled`` makes it a Mask R-CNN. ``weights`` takes backbone weights (path
+    or tag) or a whole detector: a resvision detection checkpoint or torchvision's
+    ``fasterrcnn_resnet50_fpn[_v2]`` / ``maskrcnn_resnet50_fpn[_v2]`` state_dict.
+    ``num_classes=0`` takes the number of classes from the data."""
 
     num_classes: int = 0
     norm: str = "frozen_bn"
@@ -34,11 +37,18 @@ class DetModelConfig(FasterRCNNConfig):
 
 @dataclass
 class DetDataConfig:
-    source: Literal["synthetic", "coco", "voc"] = "synthetic"
+    source: Literal["synthetic", "coco", "voc", "masks"] = "synthetic"
     train_json: str = ""  # coco: any COCO-format json + its image folder
     train_images: str = ""
     val_json: str = ""
     val_images: str = ""
+    # masks: instance mask folders (VOC's SegmentationObject / SegmentationClass PNGs, same
+    # stems as the images in *_images) and the class names file (background first)
+    train_masks: str = ""
+    train_class_masks: str = ""
+    val_masks: str = ""
+    val_class_masks: str = ""
+    class_names: str = ""
     voc_root: str = ""  # voc: VOCdevkit/VOC20xx
     voc_train_split: str = "trainval"
     voc_val_split: str = "test"
@@ -63,7 +73,9 @@ class DetDataConfig:
 
 @dataclass
 class DetEvalConfig:
-    backend: Literal["faster_coco_eval", "pycocotools"] = "faster_coco_eval"
+    # COCO evaluation: vernier (fastest), faster-coco-eval or pycocotools: identical numbers
+    backend: Literal["vernier", "faster_coco_eval", "pycocotools"] = "vernier"
+    mask_threshold: float = 0.5  # Mask R-CNN: a pixel is in the mask at this probability
     tta: bool = False  # horizontal flip and several scales, merged by NMS
     tta_sizes: tuple[int, ...] = (640, 800, 960)
 
@@ -227,6 +239,55 @@ def faster_rcnn_r18_fpn_synthetic() -> DetConfig:
     )
 
 
+# -- Mask R-CNN: the same presets with the mask branch, best.pt chosen by mask AP ----------------
+def _with_masks(cfg: DetConfig, output_dir: str) -> DetConfig:
+    return replace(
+        cfg,
+        model=replace(cfg.model, mask=MaskHeadConfig(enabled=True)),
+        runtime=replace(cfg.runtime, output_dir=output_dir, best_metric="mask/AP"),
+    )
+
+
+def mask_rcnn_r50_fpn_1x_coco() -> DetConfig:
+    """detectron2's COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x (box AP 38.6, mask AP 35.2):
+    faster_rcnn_r50_fpn_1x_coco's recipe with the mask branch (14x14 aligned RoIAlign with
+    adaptive sampling, four 3x3 convolutions, a 2x deconvolution, 28x28 masks per class).
+    Mask targets are torchvision's (each ground-truth mask resampled on the RoI), where
+    detectron2 rasterizes the polygons inside the RoI."""
+    return _with_masks(faster_rcnn_r50_fpn_1x_coco(), "runs/detection/mask_rcnn_r50_fpn_1x_coco")
+
+
+def mask_rcnn_r50_fpn_3x_coco() -> DetConfig:
+    """detectron2's mask_rcnn_R_50_FPN_3x (box AP 41.0, mask AP 37.2): 270k iterations."""
+    return _with_masks(faster_rcnn_r50_fpn_3x_coco(), "runs/detection/mask_rcnn_r50_fpn_3x_coco")
+
+
+def maskrcnn_resnet50_fpn_torchvision() -> DetConfig:
+    """torchvision's ``maskrcnn_resnet50_fpn`` exactly (its state_dicts load; box AP 37.9, mask
+    AP 34.6 as torchvision reports them) with the reference recipe of its Faster R-CNN."""
+    return _with_masks(
+        fasterrcnn_resnet50_fpn_torchvision(), "runs/detection/maskrcnn_resnet50_fpn_torchvision"
+    )
+
+
+def maskrcnn_resnet50_fpn_v2_torchvision() -> DetConfig:
+    """torchvision's ``maskrcnn_resnet50_fpn_v2`` (v1 plus batch norm in the FPN, the 4-conv
+    box head and the mask head, a 2-conv RPN head; box AP 47.4, mask AP 41.8 as torchvision
+    reports them after its longer recipe); same schedule as v1 here."""
+    return _with_masks(
+        fasterrcnn_resnet50_fpn_v2_torchvision(),
+        "runs/detection/maskrcnn_resnet50_fpn_v2_torchvision",
+    )
+
+
+def mask_rcnn_r18_fpn_synthetic() -> DetConfig:
+    """faster_rcnn_r18_fpn_synthetic with a light mask branch (two 64-channel convolutions),
+    trained from scratch on the synthetic shapes and their exact masks: the CPU demo."""
+    cfg = _with_masks(faster_rcnn_r18_fpn_synthetic(), "runs/detection/mask_rcnn_r18_fpn_synthetic")
+    mask = MaskHeadConfig(enabled=True, conv_channels=(64, 64), predictor_channels=64)
+    return replace(cfg, model=replace(cfg.model, mask=mask))
+
+
 PRESETS = {
     f.__name__: f
     for f in (
@@ -235,5 +296,10 @@ PRESETS = {
         faster_rcnn_r50_fpn_3x_coco,
         fasterrcnn_resnet50_fpn_torchvision,
         fasterrcnn_resnet50_fpn_v2_torchvision,
+        mask_rcnn_r18_fpn_synthetic,
+        mask_rcnn_r50_fpn_1x_coco,
+        mask_rcnn_r50_fpn_3x_coco,
+        maskrcnn_resnet50_fpn_torchvision,
+        maskrcnn_resnet50_fpn_v2_torchvision,
     )
 }

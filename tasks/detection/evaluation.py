@@ -1,51 +1,68 @@
-"""COCO box evaluation through faster-coco-eval (default) or pycocotools, with identical numbers.
+"""COCO box and mask evaluation of detectors, and the COCO results records they write.
 
-Ground truth is built from the compact annotations as a COCO dict in memory (no json round
-trip) with annotation ids renumbered 1..M: pycocotools' matching uses 0 to mean "unmatched", so a
-ground-truth box with id 0 (labeling tools export ids from 0) can never count as found.
+The numbers come from the shared COCO evaluation (:mod:`resvision.tasks.engine.coco`: vernier by
+default, faster-coco-eval or pycocotools; identical figures). The ground truth is a COCO json's
+own content whenever the annotations came from one (what pycocotools scores: the compact
+annotations are clipped and filtered for training), otherwise built from the annotations (the
+synthetic scenes, VOC, instance mask folders) with annotation ids renumbered 1..M: pycocotools'
+matching uses 0 to mean "unmatched", so a ground-truth box with id 0 (labeling tools export ids
+from 0) could never count as found.
+
+Metric names: the 12 box figures (``AP``, ``AP50``, ...), ``AP/<class>``, and for Mask R-CNN
+the same for masks under ``mask/`` (``mask/AP``, ``mask/AP/<class>``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from resvision.datasets.detection import DetectionAnnotations
+from resvision.datasets.detection import DetectionAnnotations, coco_ground_truth
 from resvision.tasks.engine import distributed as D
+from resvision.tasks.engine.coco import (
+    METRICS,
+    Backend,
+    COCOEvaluation,
+    COCOResults,
+    encode_masks,
+)
+from resvision.tasks.engine.files import atomic_write_text
 from resvision.tasks.engine.task import Evaluator
 from resvision.tasks.table import format_table
 
-logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)  # its summary is ours to print
-
-METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+MASK = "mask/"  # prefix of the mask figures
 
 
-def gt_coco_dict(ann: DetectionAnnotations) -> dict:
-    """The ground truth as a COCO dict (original image and category ids, annotation ids 1..M)."""
+def gt_coco_dict(ann: DetectionAnnotations, *, masks: bool = False) -> dict:
+    """The ground truth as a COCO dict (original image and category ids, annotation ids 1..M),
+    with each instance's segmentation when ``masks``."""
     images = [
         {"id": int(i), "file_name": ann.file_name(n), "height": int(h), "width": int(w)}
         for n, (i, h, w) in enumerate(zip(ann.image_ids, ann.heights, ann.widths))
     ]
     image_of_box = np.repeat(np.arange(len(ann)), np.diff(ann.offsets))
     b = ann.boxes.astype(np.float64)
-    annotations = [
-        {
+    annotations = []
+    for j in range(ann.num_boxes):
+        i = image_of_box[j]
+        a = {
             "id": j + 1,
-            "image_id": int(ann.image_ids[image_of_box[j]]),
+            "image_id": int(ann.image_ids[i]),
             "category_id": int(ann.category_ids[ann.labels[j] - 1]),
             "bbox": [b[j, 0], b[j, 1], b[j, 2] - b[j, 0], b[j, 3] - b[j, 1]],
             "area": float(ann.areas[j]),
             "iscrowd": int(ann.iscrowd[j]),
         }
-        for j in range(ann.num_boxes)
-    ]
+        if masks:
+            seg = ann.segmentation(j) if ann.masks is not None else None
+            x, y, w, h = a["bbox"]
+            a["segmentation"] = seg or [[x, y, x, y + h, x + w, y + h, x + w, y]]
+        annotations.append(a)
     categories = [{"id": int(c), "name": n} for c, n in zip(ann.category_ids, ann.class_names)]
     return {"images": images, "annotations": annotations, "categories": categories}
 
@@ -65,89 +82,71 @@ def detections_to_rows(
     rows[:, 1:3] = boxes[:, :2]
     rows[:, 3:5] = boxes[:, 2:] - boxes[:, :2]
     rows[:, 5] = scores
-    rows[:, 6] = category_ids[np.asarray(labels, np.int64) - 1]
+    rows[:, 6] = np.asarray(category_ids)[np.asarray(labels, np.int64) - 1]
     return rows
 
 
-def rows_to_json(rows: np.ndarray) -> list[dict]:
-    return [
-        {
-            "image_id": int(r[0]),
-            "category_id": int(r[6]),
-            "bbox": [round(float(v), 3) for v in r[1:5]],
-            "score": round(float(r[5]), 5),
-        }
-        for r in rows
-    ]
+def write_results(results: COCOResults, path: str | Path) -> Path:
+    """COCO results json (the format COCO's evaluation server takes), written atomically: box
+    records, with each detection's ``segmentation`` when the results hold masks. (For mask AP
+    pycocotools needs the records without ``bbox``: with it, an instance's size range is taken
+    from its box, not its mask.)"""
+    records = results.records("bbox", decimals=True)
+    if results.rles is not None:
+        for record, seg in zip(records, results.segmentations()):
+            record["segmentation"] = seg
+    path = Path(path)
+    atomic_write_text(path, json.dumps(records))
+    return path
 
 
 class COCOEvaluator:
-    """Box AP/AR of ``(D, 7)`` result rows against compact annotations."""
+    """COCO box AP/AR (and mask AP/AR for results with masks) against a ground truth.
+
+    ``source`` is a COCO json path, or annotations: those read from a json (``read_coco``) are
+    scored against the json itself, exactly as pycocotools scores it; others (synthetic, VOC,
+    mask folders) against a COCO dict built from them. ``ground_truth`` (a COCO dict) overrides
+    both. ``masks`` keeps the segmentations (needed for mask AP).
+    """
 
     def __init__(
         self,
-        ann: DetectionAnnotations,
-        backend: Literal["faster_coco_eval", "pycocotools"] = "faster_coco_eval",
+        source: DetectionAnnotations | str | os.PathLike,
+        backend: Backend = "vernier",
         ground_truth: dict | None = None,
+        *,
+        masks: bool = False,
     ) -> None:
-        if backend not in ("faster_coco_eval", "pycocotools"):
-            raise ValueError(
-                f"evaluation backend {backend!r}: choose faster_coco_eval or pycocotools"
-            )
-        self.ann = ann
-        self.backend = backend
-        # a COCO json's own content (datasets.detection.coco_ground_truth) when there is one:
-        # the compact annotations are clipped and filtered for training
-        self.gt_dict = ground_truth if ground_truth is not None else gt_coco_dict(ann)
-        self._gt = None
-        self.last_eval = None
-
-    def _coco_gt(self):
-        if self._gt is None:
-            with contextlib.redirect_stdout(io.StringIO()):
-                if self.backend == "faster_coco_eval":
-                    from faster_coco_eval import COCO
-
-                    self._gt = COCO(self.gt_dict)
-                else:
-                    from pycocotools.coco import COCO
-
-                    gt = COCO()
-                    gt.dataset = self.gt_dict
-                    gt.createIndex()
-                    self._gt = gt
-        return self._gt
-
-    def evaluate(self, rows: np.ndarray) -> dict[str, float]:
-        """The 12 COCO numbers plus ``AP/<class>`` (AP over IoU .50:.95, all areas, 100 dets)."""
-        rows = np.asarray(rows, np.float64).reshape(-1, 7)
-        if len(rows) == 0:
-            return dict.fromkeys(METRICS, 0.0) | {f"AP/{n}": 0.0 for n in self.ann.class_names}
-        gt = self._coco_gt()
-        with contextlib.redirect_stdout(io.StringIO()):
-            dt = gt.loadRes(rows)
-            if self.backend == "faster_coco_eval":
-                from faster_coco_eval import COCOeval_faster
-
-                ev = COCOeval_faster(gt, dt, "bbox")
+        if ground_truth is None:
+            if isinstance(source, DetectionAnnotations) and not source.source:
+                ground_truth = gt_coco_dict(source, masks=masks)
             else:
-                from pycocotools.cocoeval import COCOeval
+                path = source.source if isinstance(source, DetectionAnnotations) else source
+                ground_truth = coco_ground_truth(path, segmentations=masks)
+        self.gt_dict = ground_truth
+        self.coco = COCOEvaluation(ground_truth, backend)
+        self.backend = backend
+        self.class_names = {int(c["id"]): c["name"] for c in ground_truth.get("categories", [])}
 
-                ev = COCOeval(gt, dt, "bbox")
-            ev.evaluate()
-            ev.accumulate()
-            ev.summarize()
-        self.last_eval = ev
-        out = {name: float(v) for name, v in zip(METRICS, ev.stats[:12])}
-        precision = ev.eval["precision"]  # (T, R, K, A, M)
-        cat_ids = list(ev.params.catIds)
-        for name, cat in zip(self.ann.class_names, self.ann.category_ids):
-            if int(cat) not in cat_ids:
-                continue
-            p = precision[:, :, cat_ids.index(int(cat)), 0, -1]
-            p = p[p > -1]
-            if p.size:  # classes without ground truth have no AP
-                out[f"AP/{name}"] = float(p.mean())
+    @property
+    def last_eval(self):
+        return self.coco.last_eval
+
+    def evaluate(self, results: np.ndarray | COCOResults) -> dict[str, float]:
+        """The 12 COCO numbers plus ``AP/<class>`` (AP over IoU .50:.95, all areas, 100 dets,
+        for classes with ground truth); for results with masks the same for masks under
+        ``mask/``. ``results`` are ``(D, 7)`` rows or :class:`COCOResults`."""
+        if not isinstance(results, COCOResults):
+            results = COCOResults(np.asarray(results, np.float64).reshape(-1, 7))
+        out: dict[str, float] = {}
+        iou_types = ("bbox", "segm") if results.rles is not None else ("bbox",)
+        for iou_type in iou_types:
+            prefix = MASK if iou_type == "segm" else ""
+            scores = self.coco.evaluate(results, iou_type)
+            out |= {prefix + k: v for k, v in scores.stats.items()}
+            for cat, ap in scores.per_category.items():
+                if ap is not None or len(results) == 0:
+                    out[f"{prefix}AP/{self.class_names[cat]}"] = ap or 0.0
         return out
 
 
@@ -156,74 +155,86 @@ def _percent(value: float) -> float | str:
     return "-" if value < 0 or np.isnan(value) else round(100 * value, 2)
 
 
-def ap_table(metrics: dict[str, float], class_names: tuple[str, ...]) -> str:
-    """The COCO summary and a per-class AP table (percent; "-" where COCO has no figure)."""
-    summary = format_table(METRICS, [[_percent(metrics[m]) for m in METRICS]], floatfmt=".2f")
+def ap_table(metrics: dict[str, float], class_names: Sequence[str]) -> str:
+    """The COCO summary (box, and mask when there) and a per-class AP table (percent; "-"
+    where COCO has no figure)."""
+    kinds = [("box", "")] + ([("mask", MASK)] if f"{MASK}AP" in metrics else [])
+    head = ("", *METRICS) if len(kinds) > 1 else METRICS
     rows = [
-        [n, round(100 * metrics[f"AP/{n}"], 2)]
-        for n in class_names
-        if f"AP/{n}" in metrics and not np.isnan(metrics[f"AP/{n}"])
+        ([kind] if len(kinds) > 1 else []) + [_percent(metrics[p + m]) for m in METRICS]
+        for kind, p in kinds
     ]
-    return summary + "\n\n" + format_table(("class", "AP"), rows, floatfmt=".2f")
-
-
-def write_results(rows: np.ndarray, path: str | Path) -> Path:
-    """COCO results json (the format COCO's evaluation server takes)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(rows_to_json(rows)))
-    return path
+    summary = format_table(head, rows, floatfmt=".2f")
+    per_class = []
+    for n in class_names:
+        if f"AP/{n}" not in metrics or np.isnan(metrics[f"AP/{n}"]):
+            continue
+        per_class.append([n] + [_percent(metrics.get(f"{p}AP/{n}", -1.0)) for _, p in kinds])
+    columns = ("class", "AP") if len(kinds) == 1 else ("class", "box AP", "mask AP")
+    return summary + "\n\n" + format_table(columns, per_class, floatfmt=".2f")
 
 
 class DetectionEvaluator(Evaluator):
-    """COCO box AP/AR of the predictions on an annotated set, gathered over ranks.
+    """COCO box (and mask) AP/AR of the predictions on an annotated set, gathered over ranks.
 
     ``process(batch, results)`` takes the batch's dataset ``indices`` and one result dict per
-    image (``boxes`` xyxy in the image's pixels, ``scores``, contiguous ``labels``);
+    image (``boxes`` xyxy in the image's pixels, ``scores``, contiguous ``labels``, and for
+    Mask R-CNN ``masks`` (K, H, W) probabilities, kept as RLE at ``mask_threshold``);
     :meth:`write_report` writes the COCO results json and the per-class AP table.
     """
 
     def __init__(
         self,
         ann: DetectionAnnotations,
-        backend: Literal["faster_coco_eval", "pycocotools"] = "faster_coco_eval",
+        backend: Backend = "vernier",
         ground_truth: dict | None = None,
+        *,
+        masks: bool = False,
+        mask_threshold: float = 0.5,
     ) -> None:
         self.ann = ann
-        self.coco = COCOEvaluator(ann, backend, ground_truth)
-        self.last_rows: np.ndarray | None = None
+        self.masks = masks
+        self.mask_threshold = mask_threshold
+        self.coco = COCOEvaluator(ann, backend, ground_truth, masks=masks)
+        self.last_results: COCOResults | None = None
         self.last_metrics: dict[str, float] = {}
         self.reset()
 
     def reset(self) -> None:
-        self.rows: list[np.ndarray] = []
+        self.parts: list[COCOResults] = []
 
     def process(self, batch: dict[str, Any], results: Sequence[dict]) -> None:
         for i, r in zip(batch["indices"], results):
-            self.rows.append(
-                detections_to_rows(
-                    int(self.ann.image_ids[i]),
-                    r["boxes"].float().cpu().numpy(),
-                    r["scores"].float().cpu().numpy(),
-                    r["labels"].cpu().numpy(),
-                    self.ann.category_ids,
-                )
+            rows = detections_to_rows(
+                int(self.ann.image_ids[i]),
+                r["boxes"].float().cpu().numpy(),
+                r["scores"].float().cpu().numpy(),
+                r["labels"].cpu().numpy(),
+                self.ann.category_ids,
             )
+            if not self.masks:
+                self.parts.append(COCOResults(rows))
+                continue
+            masks = (r["masks"] > self.mask_threshold).cpu().numpy()
+            size = (int(self.ann.heights[i]), int(self.ann.widths[i]))
+            self.parts.append(COCOResults(rows, encode_masks(masks), np.tile(size, (len(rows), 1))))
 
     def evaluate(self) -> dict[str, float]:
-        local = np.concatenate(self.rows) if self.rows else np.zeros((0, 7))
+        local = COCOResults.concatenate(self.parts)
+        if self.masks and local.rles is None:  # no image on this rank
+            local = COCOResults(local.rows, [], np.zeros((0, 2), np.int64))
         parts = D.gather_objects(local)  # every rank's predictions before scoring
         metrics = None
         if D.current().is_main:
-            self.last_rows = np.concatenate(parts)
-            metrics = self.coco.evaluate(self.last_rows)
+            self.last_results = COCOResults.concatenate(parts)
+            metrics = self.coco.evaluate(self.last_results)
         self.last_metrics = D.broadcast_object(metrics)
         return self.last_metrics
 
     def write_report(self, folder: Path) -> str | None:
-        if self.last_rows is None:
+        if self.last_results is None:
             return None
-        write_results(self.last_rows, Path(folder) / "predictions.json")
+        write_results(self.last_results, Path(folder) / "predictions.json")
         table = ap_table(self.last_metrics, self.ann.class_names)
-        (Path(folder) / "ap.md").write_text(table + "\n")
+        atomic_write_text(Path(folder) / "ap.md", table + "\n")
         return table

@@ -30,8 +30,9 @@ def detect_images(
     tta: bool = False,
     tta_sizes: Sequence[int] = (640, 800, 960),
 ) -> list[dict[str, Tensor]]:
-    """Detections per image in original coordinates; with ``tta``, every size in ``tta_sizes``
-    and its horizontal flip are run and their detections merged by class-aware NMS."""
+    """Detections per image in original coordinates (with ``masks`` for Mask R-CNN); with
+    ``tta``, every size in ``tta_sizes`` and its horizontal flip are run and their detections
+    merged by class-aware NMS (each kept detection keeps the mask its run predicted)."""
     if not tta:
         return model(images)
     transform = model.transform
@@ -47,6 +48,8 @@ def detect_images(
                 b = r["boxes"].clone()
                 b[:, 0], b[:, 2] = w - r["boxes"][:, 2], w - r["boxes"][:, 0]
                 r["boxes"] = b
+                if "masks" in r:
+                    r["masks"] = r["masks"].flip(-1)
             runs.append(flipped)
     finally:
         transform.min_size = saved
@@ -57,12 +60,26 @@ def detect_images(
         labels = torch.cat([r[i]["labels"] for r in runs])
         roi = model.cfg.roi_heads
         keep = batched_nms(boxes, scores, labels, roi.nms_thresh)[: roi.detections_per_img]
-        merged.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
+        result = {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+        if "masks" in runs[0][i]:  # each kept mask from its run (no copy of all the runs')
+            counts = torch.tensor([0] + [len(r[i]["scores"]) for r in runs]).cumsum(0)
+            run_of = torch.searchsorted(counts, keep.cpu(), right=True) - 1
+            result["masks"] = (
+                torch.stack(
+                    [
+                        runs[k][i]["masks"][j - counts[k]]
+                        for j, k in zip(keep.tolist(), run_of.tolist())
+                    ]
+                )
+                if len(keep)
+                else runs[0][i]["masks"][:0]
+            )
+        merged.append(result)
     return merged
 
 
 class Detector:
-    """A trained detector on images of any size.
+    """A trained detector (Faster R-CNN, or Mask R-CNN with masks) on images of any size.
 
     >>> run = "runs/detection/faster_rcnn_r18_fpn_synthetic"
     >>> det = Detector.from_checkpoint(run)  # doctest: +SKIP
@@ -107,11 +124,14 @@ class Detector:
         batch_size: int = 4,
         score_threshold: float = 0.0,
         tta: bool = False,
+        mask_threshold: float | None = 0.5,
         workers: int = 0,
     ) -> list[dict]:
         """Per image (a path, an RGB array, a PIL image or a tensor, or a list of them):
         ``boxes`` (K, 4) float xyxy, ``scores`` (K,), ``labels`` (K,) in 1..num_classes and
-        ``class_names`` (K,), as numpy arrays, sorted by score. Files are read a few batches
+        ``class_names`` (K,), as numpy arrays, sorted by score; a Mask R-CNN adds ``masks``
+        (K, H, W) at the image's size: boolean (probability above ``mask_threshold``), or
+        float probabilities with ``mask_threshold=None``. Files are read a few batches
         ahead, by ``workers`` processes when given."""
         out = []
         for batch in image_batches(
@@ -123,14 +143,22 @@ class Detector:
             for r in results:
                 keep = r["scores"] >= score_threshold
                 labels = r["labels"][keep].cpu().numpy()
-                out.append(
-                    {
-                        "boxes": r["boxes"][keep].float().cpu().numpy(),
-                        "scores": r["scores"][keep].float().cpu().numpy(),
-                        "labels": labels,
-                        "class_names": np.array(
-                            [self.class_names[k - 1] for k in labels], dtype=object
-                        ),
-                    }
-                )
+                found = {
+                    "boxes": r["boxes"][keep].float().cpu().numpy(),
+                    "scores": r["scores"][keep].float().cpu().numpy(),
+                    "labels": labels,
+                    "class_names": np.array(
+                        [self.class_names[k - 1] for k in labels], dtype=object
+                    ),
+                }
+                if "masks" in r:
+                    masks = r["masks"][keep]
+                    if mask_threshold is not None:
+                        masks = masks > mask_threshold
+                    found["masks"] = (
+                        masks.float().cpu().numpy()
+                        if mask_threshold is None
+                        else masks.cpu().numpy()
+                    )
+                out.append(found)
         return out

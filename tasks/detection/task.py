@@ -1,4 +1,5 @@
-"""The detection task: data, model, losses and COCO evaluation for the engine."""
+"""The detection task (Faster R-CNN, Mask R-CNN): data, model, losses and COCO evaluation for
+the engine."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from torch import nn
 from resvision.datasets.detection import (
     DetectionAnnotations,
     DetectionDataset,
-    coco_ground_truth,
     read_coco,
+    read_instance_masks,
     read_voc,
     synthetic_annotations,
 )
+from resvision.datasets.segmentation import read_class_names
 from resvision.datasets.transforms import DetTrainTransform
 from resvision.heads.detection import FasterRCNN
 from resvision.tasks.engine.errors import ConfigError
@@ -41,6 +43,26 @@ def load_annotations(
         n = d.synthetic_train if split == "train" else d.synthetic_val
         ann = synthetic_annotations(n, seed, d.synthetic_min_side, d.synthetic_max_side)
         return ann, None, seed
+    if d.source == "masks":
+        images, masks, classes = (
+            (d.train_images, d.train_masks, d.train_class_masks)
+            if split == "train"
+            else (d.val_images, d.val_masks, d.val_class_masks)
+        )
+        if not masks:
+            if split == "train":
+                raise ConfigError(
+                    "data.source=masks needs data.train_images, data.train_masks (instance "
+                    "PNGs), data.train_class_masks (class PNGs) and data.class_names (a file)"
+                )
+            return None, None, None
+        if not (images and classes and d.class_names):
+            raise ConfigError(
+                f"data.source=masks: data.{split}_masks needs data.{split}_images, "
+                f"data.{split}_class_masks and data.class_names"
+            )
+        names = read_class_names(d.class_names)
+        return read_instance_masks(images, masks, classes, names), Path(images), None
     if d.source == "voc":
         if not d.voc_root:
             raise ConfigError("data.source=voc needs data.voc_root (the VOCdevkit/VOC20xx folder)")
@@ -58,7 +80,8 @@ def load_annotations(
         return None, None, None
     if not images:
         images = str(Path(json_path).parent)
-    return read_coco(json_path, contiguous_labels=d.contiguous_labels), Path(images), None
+    ann = read_coco(json_path, contiguous_labels=d.contiguous_labels, masks=cfg.model.mask.enabled)
+    return ann, Path(images), None
 
 
 class DetectionTask(Task):
@@ -85,7 +108,12 @@ class DetectionTask(Task):
             lsj_size=d.lsj_size,
         )
         return DetectionDataset(
-            ann, root, transform=transform, skip_bad_images=d.skip_bad_images, synthetic_seed=seed
+            ann,
+            root,
+            transform=transform,
+            skip_bad_images=d.skip_bad_images,
+            synthetic_seed=seed,
+            masks=cfg.model.mask.enabled,
         )
 
     def finalize_config(self, cfg: DetConfig, train_set: DetectionDataset) -> DetConfig:
@@ -110,9 +138,10 @@ class DetectionTask(Task):
         return dataset.group_ids()
 
     def collate(self, items: list[dict]) -> dict[str, Any]:
+        keys = ("boxes", "labels", "masks")
         return {
             "images": [it["image"] for it in items],
-            "targets": [{"boxes": it["boxes"], "labels": it["labels"]} for it in items],
+            "targets": [{k: it[k] for k in keys if k in it} for it in items],
             "indices": [it["index"] for it in items],
             "skipped": [s for it in items for s in it["skipped"]],
         }
@@ -128,10 +157,15 @@ class DetectionTask(Task):
 
     # -- evaluation -------------------------------------------------------------------------
     def build_evaluator(self, cfg: DetConfig, dataset: DetectionDataset) -> DetectionEvaluator:
-        d = cfg.data
-        # a COCO json is scored against its own boxes, as pycocotools scores it
-        truth = coco_ground_truth(d.val_json) if d.source == "coco" else None
-        return DetectionEvaluator(dataset.ann, cfg.evaluation.backend, truth)
+        # a COCO json is scored against its own content, as pycocotools scores it (the
+        # annotations read from it remember it)
+        ev = cfg.evaluation
+        return DetectionEvaluator(
+            dataset.ann,
+            ev.backend,
+            masks=cfg.model.mask.enabled,
+            mask_threshold=ev.mask_threshold,
+        )
 
     def predict_batch(self, model: nn.Module, batch: dict[str, Any], ctx: EvalContext):
         if batch["skipped"]:

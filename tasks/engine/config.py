@@ -70,6 +70,7 @@ class RuntimeConfig:
     checkpoint_period: int = 1000  # iterations between RUN/last.pt writes (also at epoch ends
     # that are at least checkpoint_period / 10 iterations after the previous write)
     eval_period: int = 0  # iterations between evaluations; 0 = at every epoch end
+    best_metric: str = ""  # the evaluation metric that selects best.pt ("": the task's main)
     log_period: int = 20  # iterations between metric records
     sync_bn: bool = False  # batch-norm statistics synchronised across DDP processes (CUDA)
     ema: bool = False  # keep an exponential moving average of the weights

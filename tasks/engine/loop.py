@@ -255,8 +255,15 @@ def run_evaluation(run: Run, state: TrainingState) -> dict[str, float] | None:
         scores = evaluate(task, state.ema.module, val_set, evaluator, cfg, ctx)
         metrics |= {f"val_ema/{k}": v for k, v in scores.items()}
     run.logger.log({"iteration": progress.iteration, "epoch": progress.epoch, **metrics})
-    key = f"{'val_ema' if state.ema is not None else 'val'}/{task.main_metric}"
+    name = getattr(cfg.runtime, "best_metric", "") or task.main_metric
+    key = f"{'val_ema' if state.ema is not None else 'val'}/{name}"
     value = metrics.get(key)
+    if value is None and name != task.main_metric:
+        known = sorted(k.split("/", 1)[1] for k in metrics if not k.startswith("val_ema/"))
+        raise ConfigError(
+            f"runtime.best_metric={name!r} is not a metric of this evaluation; choose one of "
+            f"{known}"
+        )
     shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
     took = time.perf_counter() - t0
     run.say(f"evaluation at iteration {progress.iteration} ({took:.1f} s): {shown}")

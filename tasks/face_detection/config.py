@@ -49,7 +49,8 @@ class FaceDetDataConfig:
 
 @dataclass
 class FaceDetEvalConfig:
-    backend: Literal["faster_coco_eval", "pycocotools"] = "faster_coco_eval"  # json data
+    # COCO evaluation of json data: vernier, faster-coco-eval or pycocotools (identical)
+    backend: Literal["vernier", "faster_coco_eval", "pycocotools"] = "vernier"
 
 
 @dataclass

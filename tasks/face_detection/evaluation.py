@@ -19,21 +19,17 @@ running maximum of the scores, so a full val set scores in seconds.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from resvision.datasets.face_detection import WIDER_SETTINGS, FaceAnnotations, WiderValSet
 from resvision.tasks.engine import distributed as D
+from resvision.tasks.engine.coco import BACKENDS, Backend, COCOEvaluation, COCOResults
 from resvision.tasks.engine.task import Evaluator
 from resvision.tasks.table import format_table
-
-logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)
 
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
 
@@ -239,34 +235,14 @@ def faces_coco_dict(ann: FaceAnnotations) -> dict:
 
 
 def coco_box_ap(
-    ground_truth: dict,
-    rows: np.ndarray,
-    backend: Literal["faster_coco_eval", "pycocotools"] = "faster_coco_eval",
+    ground_truth: dict, rows: np.ndarray, backend: Backend = "vernier"
 ) -> dict[str, float]:
     """COCO box AP/AR of ``(D, 7)`` result rows ``image_id, x, y, w, h, score, category``
-    against a ground-truth dict (every category scored together)."""
+    against a ground-truth dict (every category scored together), through the shared COCO
+    evaluation (:mod:`resvision.tasks.engine.coco`)."""
     rows = np.asarray(rows, np.float64).reshape(-1, 7)
-    if len(rows) == 0:
-        return dict.fromkeys(COCO_METRICS, 0.0)
-    with contextlib.redirect_stdout(io.StringIO()):
-        if backend == "faster_coco_eval":
-            from faster_coco_eval import COCO, COCOeval_faster
-
-            gt = COCO(ground_truth)
-            ev = COCOeval_faster(gt, gt.loadRes(rows), "bbox")
-        else:
-            from pycocotools.coco import COCO
-            from pycocotools.cocoeval import COCOeval
-
-            gt = COCO()
-            gt.dataset = ground_truth
-            gt.createIndex()
-            ev = COCOeval(gt, gt.loadRes(rows), "bbox")
-        ev.params.useCats = 0
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return {name: float(v) for name, v in zip(COCO_METRICS, ev.stats[:9])}
+    scores = COCOEvaluation(ground_truth, backend, use_cats=False).evaluate(COCOResults(rows))
+    return {name: scores.stats[name] for name in COCO_METRICS}
 
 
 def landmark_error(
@@ -311,13 +287,11 @@ class FaceBoxEvaluator(Evaluator):
     def __init__(
         self,
         ann: FaceAnnotations,
-        backend: Literal["faster_coco_eval", "pycocotools"] = "faster_coco_eval",
+        backend: Backend = "vernier",
         ground_truth: dict | None = None,
     ) -> None:
-        if backend not in ("faster_coco_eval", "pycocotools"):
-            raise ValueError(
-                f"evaluation backend {backend!r}: choose faster_coco_eval or pycocotools"
-            )
+        if backend not in BACKENDS:
+            raise ValueError(f"evaluation backend {backend!r}: choose one of {list(BACKENDS)}")
         self.ann = ann
         self.backend = backend
         self.gt = ground_truth if ground_truth is not None else faces_coco_dict(ann)

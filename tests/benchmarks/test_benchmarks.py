@@ -46,12 +46,22 @@ def test_detection_benchmark_evaluates_as_pycocotools(capsys):
         "40",
         "--dataset-images",
         "300",
+        "--detections",
+        "10",
+        "--rounds",
+        "1",
+        "--skip",
+        "models",  # Faster R-CNN: the same code as the Mask R-CNN rows, without the masks
     ]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "torchvision fasterrcnn_resnet50_fpn" in out and "resvision DetectionDataset" in out
-    evaluation = next(line for line in out.splitlines() if "resvision (faster-coco-eval)" in line)
-    assert evaluation.rstrip(" |").endswith("yes")  # the same 12 stats as pycocotools
+    assert "torchvision maskrcnn_resnet50_fpn" in out and "resvision Mask R-CNN" in out
+    assert "resvision DetectionDataset" in out
+    ours = [line for line in out.splitlines() if "resvision (vernier)" in line]
+    assert [line.split("|")[1].strip() for line in ours] == ["bbox", "segm"]
+    for line in ours:  # the same 12 stats as pycocotools, box and mask
+        assert line.rstrip(" |").endswith("yes")
+    assert "with masks" in out
 
 
 def test_face_benchmark_verification_and_ijb_are_identical_to_the_loops(capsys):

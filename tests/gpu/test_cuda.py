@@ -115,6 +115,45 @@ def test_torchvision_fasterrcnn_state_dict_gives_the_same_detections_on_cuda(tmp
     assert_same_as_torchvision(ref, ours, images)
 
 
+def test_torchvision_maskrcnn_state_dict_gives_the_same_masks_on_cuda(voc_sample, tmp_path):
+    """test_mask_compat's parity on the GPU: torchvision's Mask R-CNN and ours, both on CUDA,
+    on two real photos of different sizes in one batch, with both NMS implementations."""
+    import numpy as np
+    from PIL import Image
+
+    from ..tasks.detection.test_compat import assert_same_as_torchvision
+    from ..tasks.detection.test_mask_compat import (
+        MASK_TOL,
+        _compare_masks,
+        _ours,
+        _randomized_maskrcnn,
+    )
+
+    torch.backends.cudnn.deterministic = True
+    ref = _randomized_maskrcnn(False, detections=30)
+    torch.save(ref.state_dict(), tmp_path / "tv.pth")
+    ours = _ours(
+        "maskrcnn_resnet50_fpn_torchvision",
+        [
+            f"model.weights={tmp_path / 'tv.pth'}",
+            "model.test.min_size=224",
+            "model.test.max_size=320",
+            "model.norm=bn",
+            "model.roi_heads.detections_per_img=30",
+        ],
+    ).cuda()
+    images = [
+        torch.from_numpy(np.array(Image.open(voc_sample / "JPEGImages" / name)))
+        .permute(2, 0, 1)
+        .float()
+        .cuda()
+        for name in ("2011_000003.jpg", "2011_000025.jpg")
+    ]
+    stats = {"worst": 0.0, "compared": 0, "shifted": 0, "foreground": 0}
+    assert_same_as_torchvision(ref.cuda(), ours, images, compare=_compare_masks(stats))
+    assert stats["compared"] >= 100 and stats["worst"] <= MASK_TOL, stats
+
+
 def test_partial_fc_on_cuda_with_sample_rate_one_is_the_full_softmax():
     torch.manual_seed(0)
     margin = CombinedMarginLoss(64.0, **ARCFACE)
@@ -148,13 +187,14 @@ def _task_and_preset(task: str):
                 "data.batch_size=4",
             ],
         )
-    if task == "detection":
+    if task in ("detection", "instance-segmentation"):
         from resvision.tasks.detection import DetectionTask
         from resvision.tasks.detection.config import PRESETS
 
+        name = "faster" if task == "detection" else "mask"
         return (
             DetectionTask(),
-            PRESETS["faster_rcnn_r18_fpn_synthetic"](),
+            PRESETS[f"{name}_rcnn_r18_fpn_synthetic"](),
             ["data.synthetic_train=16", "data.synthetic_val=4"],
         )
     from resvision.tasks.face import FaceTask
@@ -173,7 +213,7 @@ def _task_and_preset(task: str):
 
 
 @pytest.mark.parametrize("amp", ["fp16", "bf16"])
-@pytest.mark.parametrize("task", ["segmentation", "detection", "face"])
+@pytest.mark.parametrize("task", ["segmentation", "detection", "instance-segmentation", "face"])
 def test_each_task_trains_checkpoints_and_resumes_on_cuda(task, amp, tmp_path):
     """A few steps on the GPU under autocast + channels_last: finite losses, no skipped steps,
     a checkpoint whose scaler state comes back on resume, and evaluation metrics at the end."""

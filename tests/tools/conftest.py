@@ -14,9 +14,10 @@ from resvision.tools.tasks import get_task
 from ..tasks.tiny import TINY
 
 
-def _run(tmp_path_factory, name: str) -> Path:
-    preset, overrides = TINY[name]
-    out = tmp_path_factory.mktemp(f"{name}_run")
+def _run(tmp_path_factory, name: str, preset: str | None = None) -> Path:
+    tiny, overrides = TINY[name]
+    preset = preset or tiny
+    out = tmp_path_factory.mktemp(f"{preset}_run")
     task = get_task(name)
     extra = ["schedule.iterations=2", "schedule.warmup_iterations=0", "runtime.eval_period=2"]
     extra += ["runtime.tensorboard=false", f"runtime.output_dir={out}"]
@@ -32,6 +33,12 @@ def seg_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def det_run(tmp_path_factory):
     return _run(tmp_path_factory, "detection")
+
+
+@pytest.fixture(scope="session")
+def mask_run(tmp_path_factory):
+    """The tiny detection configuration with torchvision's mask branch (Mask R-CNN)."""
+    return _run(tmp_path_factory, "detection", "mask_rcnn_r18_fpn_synthetic")
 
 
 @pytest.fixture(scope="session")

@@ -11,31 +11,42 @@ from resvision.tasks.detection.config import PRESETS
 from resvision.tasks.engine.config import apply_overrides
 
 
-def _randomized(v2: bool):
-    """torchvision's model with seeded random weights that produce confident, well-conditioned
-    detections: scores spread below 1 (no saturated, tied scores whose order rounding decides)
-    and small box deltas (boxes near their anchors and proposals, a few px or more: random
-    full-size deltas give sub-pixel-thin boxes whose IoU, hence NMS, rounding flips)."""
+def torchvision_builder(family: str, v2: bool):
+    """torchvision's ``{family}_resnet50_fpn`` constructor (``_v2`` with ``v2``)."""
+    return getattr(torchvision.models.detection, f"{family}_resnet50_fpn{'_v2' if v2 else ''}")
+
+
+def _randomized(
+    v2: bool,
+    build=None,
+    min_size: int = 256,
+    max_size: int = 384,
+    class_scale: float | None = None,
+    detections: int = 1000,
+):
+    """torchvision's model (``build``, default its Faster R-CNN) with seeded random weights that
+    produce confident, well-conditioned detections: scores spread below 1 (no saturated, tied
+    scores whose order rounding decides; class logits scaled by ``class_scale``) and small box
+    deltas (boxes near their anchors and proposals, a few px or more: random full-size deltas
+    give sub-pixel-thin boxes whose IoU, hence NMS, rounding flips)."""
     torch.manual_seed(0)
-    build = (
-        torchvision.models.detection.fasterrcnn_resnet50_fpn_v2
-        if v2
-        else torchvision.models.detection.fasterrcnn_resnet50_fpn
-    )
+    build = build or torchvision_builder("fasterrcnn", v2)
     model = build(
-        weights=None, weights_backbone=None, num_classes=91, min_size=256, max_size=384
+        weights=None, weights_backbone=None, num_classes=91, min_size=min_size, max_size=max_size
     ).eval()
     g = torch.Generator().manual_seed(1)
     for m in model.modules():
         if isinstance(m, torchvision.ops.FrozenBatchNorm2d | torch.nn.BatchNorm2d):
             m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
             m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    if class_scale is None:
+        class_scale = 0.3 if v2 else 0.75
     with torch.no_grad():
-        model.roi_heads.box_predictor.cls_score.weight.mul_(0.3 if v2 else 0.75)
+        model.roi_heads.box_predictor.cls_score.weight.mul_(class_scale)
         model.roi_heads.box_predictor.bbox_pred.weight.mul_(0.01)
         model.rpn.head.bbox_pred.weight.mul_(0.01)
-    # no cut at 100 detections: compare every detection above the score threshold
-    model.roi_heads.detections_per_img = 1000
+    # by default no cut at 100 detections: compare every detection above the score threshold
+    model.roi_heads.detections_per_img = detections
     return model
 
 
@@ -84,7 +95,7 @@ def assert_same_detections(
     box_tol: float = BOX_TOL,
     score_tol: float = SCORE_TOL,
     what: str = "detections",
-) -> None:
+) -> list[tuple[int, int]]:
     """The same set of detections up to float32 rounding: each one has its own match with the
     same label, a score within ``score_tol`` and a box within ``box_tol`` px (equal scores may
     come in any order, so positions are not compared).
@@ -97,7 +108,7 @@ def assert_same_detections(
     other), or a detection that is itself such a difference (what it suppresses follows it).
     Such coincidences are rare (0 to 2 an image measured), so more than 1% of the detections
     fails, as does anything else unmatched: a changed NMS or score threshold, a wrong box or
-    score."""
+    score. Returns the matched pairs ``(index in expected, index in got)``."""
     fits = (
         (expected["labels"][:, None] == got["labels"][None])
         & ((expected["scores"][:, None] - got["scores"][None]).abs() <= score_tol)
@@ -105,10 +116,12 @@ def assert_same_detections(
     )
     free = set(range(len(got["scores"])))
     matched = torch.zeros(len(expected["scores"]) + len(got["scores"]), dtype=torch.bool)
+    pairs = []
     for i, row in enumerate(fits):
         j = next((j for j in row.nonzero().flatten().tolist() if j in free), None)
         if j is not None:
             free.remove(j)
+            pairs.append((i, j))
             matched[i] = matched[len(expected["scores"]) + j] = True
     # every detection of both sides, and which of them are unmatched
     boxes = torch.cat([expected["boxes"], got["boxes"]])
@@ -116,7 +129,7 @@ def assert_same_detections(
     labels = torch.cat([expected["labels"], got["labels"]])
     unmatched = (~matched).nonzero().flatten()
     if not len(unmatched):
-        return
+        return pairs
     cuts = [score_thresh, *cuts] + [
         float(d["scores"].min()) for d in (expected, got) if len(d["scores"]) >= top_k
     ]
@@ -152,12 +165,16 @@ def assert_same_detections(
         f"{int(excused.sum())} of {n} {what} differ where rounding could decide: too many for "
         "a coincidence"
     )
+    return pairs
 
 
-def assert_same_as_torchvision(ref, ours, images: list[torch.Tensor]) -> None:
+def assert_same_as_torchvision(
+    ref, ours, images: list[torch.Tensor], impls=("torchvision", "batched"), compare=None
+) -> None:
     """``ours`` gives torchvision's ``ref``'s proposals and detections on ``images`` ((3, H, W)
-    in [0, 255]), with both NMS implementations, up to float32 rounding
-    (:func:`assert_same_detections`).
+    in [0, 255]), with each NMS implementation of ``impls``, up to float32 rounding
+    (:func:`assert_same_detections`); ``compare(expected, got, pairs)`` checks more of each
+    image's outputs (masks) on the matched detections.
 
     Rounding can flip a decision of the RPN (a per-level top-k cut, NMS, the post-NMS cut), and
     a proposal present on one side only brings detections of its own; so the two stages are
@@ -189,7 +206,7 @@ def assert_same_as_torchvision(ref, ours, images: list[torch.Tensor]) -> None:
     hooks = [rpn.head.register_forward_hook(level_cuts), rpn.register_forward_hook(our_proposals)]
     try:
         with torch.no_grad():
-            for impl in ("torchvision", "batched"):
+            for impl in impls:
                 ours.cfg.nms_impl = impl
                 got = ours(images)
                 expected = ref([img / 255 for img in images])
@@ -214,13 +231,15 @@ def assert_same_as_torchvision(ref, ours, images: list[torch.Tensor]) -> None:
                         cuts=seen["cuts"][i],
                         what="proposals",
                     )
-                    assert_same_detections(
+                    pairs = assert_same_detections(
                         {k: v.cpu() for k, v in e.items()},
                         {k: v.cpu() for k, v in o.items()},
                         score_thresh=ref.roi_heads.score_thresh,
                         nms_thresh=ref.roi_heads.nms_thresh,
                         top_k=ref.roi_heads.detections_per_img,
                     )
+                    if compare is not None:
+                        compare(e, o, pairs)
     finally:
         del ours.rpn.propose, rpn.filter_proposals
         for hook in hooks:
@@ -261,67 +280,41 @@ def test_torchvision_fasterrcnn_state_dict_gives_the_same_detections(v2, tmp_pat
     assert_same_as_torchvision(ref, ours, images)
 
 
-@pytest.mark.parametrize(
-    "v2", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["v1", "v2"]
-)
-def test_training_losses_equal_torchvision_when_every_anchor_and_proposal_is_sampled(v2):
-    """Same weights, same images and boxes: the four training losses are torchvision's. Sampling
-    is random in both, so every anchor and proposal is sampled (batch sizes above their counts).
-    v2's box head has BatchNorm: its batch statistics must come from the sampled RoIs alone.
-    Losses differ by 1e-7 to 8e-7 between kernels (native, channels_last, one thread in ours);
-    a smooth-L1 beta 10% off (run once, v1) fails loss_box_reg."""
-    torch.manual_seed(0)
-    build = (
-        torchvision.models.detection.fasterrcnn_resnet50_fpn_v2
-        if v2
-        else torchvision.models.detection.fasterrcnn_resnet50_fpn
-    )
-    tv = build(weights=None, weights_backbone=None, num_classes=91, min_size=256, max_size=320)
-    everything = 10**7
-    tv.rpn.fg_bg_sampler.batch_size_per_image = everything
-    tv.roi_heads.fg_bg_sampler.batch_size_per_image = everything
-    tv.rpn._pre_nms_top_n["training"], tv.rpn._post_nms_top_n["training"] = 600, 300
-    cfg = apply_overrides(
-        PRESETS[f"fasterrcnn_resnet50_fpn{'_v2' if v2 else ''}_torchvision"](),
-        [
-            "model.norm=bn",
-            "model.weights=none",
-            "model.frozen_stages=0",
-            f"model.rpn.batch_size_per_image={everything}",
-            f"model.roi_heads.batch_size_per_image={everything}",
-            "model.rpn.pre_nms_top_n_train=600",
-            "model.rpn.post_nms_top_n_train=300",
-        ],
-    )
-    ours = DetectionTask().build_model(cfg)
-    ours.load_state_dict(tv.state_dict())
-    g = torch.Generator().manual_seed(3)
-    # both sizes are left unchanged by torchvision's training resize (scale factor 1)
-    images = [
-        (torch.rand(3, 256, 320, generator=g) * 255).round(),
-        (torch.rand(3, 200, 320, generator=g) * 255).round(),
+EVERYTHING = 10**7
+
+
+def sample_everything(tv, pre_nms: int, post_nms: int) -> list[str]:
+    """Set torchvision's ``tv`` to sample every anchor and proposal (sampling is random in
+    both models, so only sampling all of them compares the losses) with these RPN cuts, and
+    return the overrides that set ours the same way (weights from ``tv``, nothing frozen)."""
+    tv.rpn.fg_bg_sampler.batch_size_per_image = EVERYTHING
+    tv.roi_heads.fg_bg_sampler.batch_size_per_image = EVERYTHING
+    tv.rpn._pre_nms_top_n["training"], tv.rpn._post_nms_top_n["training"] = pre_nms, post_nms
+    return [
+        "model.norm=bn",
+        "model.weights=none",
+        "model.frozen_stages=0",
+        f"model.rpn.batch_size_per_image={EVERYTHING}",
+        f"model.roi_heads.batch_size_per_image={EVERYTHING}",
+        f"model.rpn.pre_nms_top_n_train={pre_nms}",
+        f"model.rpn.post_nms_top_n_train={post_nms}",
     ]
-    targets = []
-    for img, k in zip(images, (5, 3)):
-        h, w = img.shape[-2:]
-        xy = torch.rand(k, 2, generator=g) * torch.tensor([w * 0.6, h * 0.6])
-        wh = torch.rand(k, 2, generator=g) * 80 + 16
-        targets.append(
-            {
-                "boxes": torch.cat([xy, xy + wh], 1),
-                "labels": torch.randint(1, 91, (k,), generator=g),
-            }
-        )
-    # The trunk and FPN normalize with their running statistics: batch statistics of 2 small
-    # images amplify rounding 100-fold through ResNet-50 (2e-4 relative at c5 between kernels,
-    # against 5e-6 in eval mode). The heads train, v2's box-head BatchNorm on the RoIs included.
+
+
+def training_losses(tv, ours, images: list[torch.Tensor], targets: list[dict], impl: str):
+    """``(ours, torchvision's)`` training losses on ``images`` ((3, H, W) in [0, 255], sizes
+    that torchvision's training resize leaves unchanged) with our NMS ``impl``.
+
+    The trunk and FPN normalize with their running statistics: batch statistics of 2 small
+    images amplify rounding 100-fold through ResNet-50 (2e-4 relative at c5 between kernels,
+    against 5e-6 in eval mode). The heads train, v2's head BatchNorms on the RoIs included.
+    Which of the untrained RPN's nearly tied proposals survive the top-k cuts and NMS is
+    decided by rounding (a proposal or two an image differ between kernels; with the trunk in
+    training mode, flips cascaded through NMS to most of them), and the heads' losses follow
+    the proposals: torchvision's RoI heads take ours, so both losses see the same ones (the
+    proposals themselves are compared by the inference test)."""
     tv.train(), ours.train()
     tv.backbone.eval(), ours.backbone.eval()
-    # Which of the untrained RPN's nearly tied proposals survive the top-k cuts and NMS is
-    # decided by rounding (a proposal or two an image differ between kernels; with the trunk in
-    # training mode, flips cascaded through NMS to most of them), and the box-head losses follow
-    # the proposals: torchvision's RoI heads take ours, so both losses see the same ones (the
-    # proposals themselves are compared by the inference test)
     propose, seen = ours.rpn.propose, {}
 
     def record(*args, **kwargs):
@@ -333,11 +326,59 @@ def test_training_losses_equal_torchvision_when_every_anchor_and_proposal_is_sam
         return [b[v].detach() for b, v in zip(boxes, valid)], out[1]
 
     ours.rpn.propose = record
-    tv.rpn.register_forward_hook(our_proposals)
-    for impl in ("torchvision", "batched"):
+    hook = tv.rpn.register_forward_hook(our_proposals)
+    try:
         ours.cfg.nms_impl = impl
         got = ours(images, [dict(t) for t in targets])
         expected = tv([img / 255 for img in images], [dict(t) for t in targets])
+    finally:
+        del ours.rpn.propose
+        hook.remove()
+    return got, expected
+
+
+def random_targets(images: list[torch.Tensor], counts, g: torch.Generator, max_wh: int = 80):
+    """``counts`` random boxes (16 px or more) and labels in each image."""
+    targets = []
+    for img, k in zip(images, counts):
+        h, w = img.shape[-2:]
+        xy = torch.rand(k, 2, generator=g) * torch.tensor([w * 0.6, h * 0.6])
+        wh = torch.rand(k, 2, generator=g) * max_wh + 16
+        targets.append(
+            {
+                "boxes": torch.cat([xy, xy + wh], 1),
+                "labels": torch.randint(1, 91, (k,), generator=g),
+            }
+        )
+    return targets
+
+
+@pytest.mark.parametrize(
+    "v2", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["v1", "v2"]
+)
+def test_training_losses_equal_torchvision_when_every_anchor_and_proposal_is_sampled(v2):
+    """Same weights, same images and boxes: the four training losses are torchvision's. Sampling
+    is random in both, so every anchor and proposal is sampled (batch sizes above their counts).
+    v2's box head has BatchNorm: its batch statistics must come from the sampled RoIs alone.
+    Losses differ by 1e-7 to 8e-7 between kernels (native, channels_last, one thread in ours);
+    a smooth-L1 beta 10% off (run once, v1) fails loss_box_reg."""
+    torch.manual_seed(0)
+    tv = torchvision_builder("fasterrcnn", v2)(
+        weights=None, weights_backbone=None, num_classes=91, min_size=256, max_size=320
+    )
+    overrides = sample_everything(tv, 600, 300)
+    preset = PRESETS[f"fasterrcnn_resnet50_fpn{'_v2' if v2 else ''}_torchvision"]()
+    ours = DetectionTask().build_model(apply_overrides(preset, overrides))
+    ours.load_state_dict(tv.state_dict())
+    g = torch.Generator().manual_seed(3)
+    # both sizes are left unchanged by torchvision's training resize (scale factor 1)
+    images = [
+        (torch.rand(3, 256, 320, generator=g) * 255).round(),
+        (torch.rand(3, 200, 320, generator=g) * 255).round(),
+    ]
+    targets = random_targets(images, (5, 3), g)
+    for impl in ("torchvision", "batched"):
+        got, expected = training_losses(tv, ours, images, targets, impl)
         assert set(got) == set(expected)
         for key in expected:
             torch.testing.assert_close(got[key], expected[key], rtol=2e-4, atol=1e-6, msg=key)

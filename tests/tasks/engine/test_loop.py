@@ -292,3 +292,16 @@ def test_eval_command_and_plot_command(tmp_path, capsys):
     # a user mistake is one line, not a traceback
     assert main(["eval", "toy", "--checkpoint", str(tmp_path / "nope.pt")], tasks=tasks) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_best_checkpoint_follows_the_configured_metric(tmp_path):
+    """``runtime.best_metric`` names the figure that selects best.pt (the toy evaluator's
+    constant ``count`` keeps the first evaluation, where accuracy would pick the best
+    accuracy); a name the evaluation does not give is an error listing the ones it does."""
+    common = ("schedule.iterations=4", "runtime.eval_period=2", "runtime.progress=false")
+    train(ToyTask(), _cfg(tmp_path / "count", *common, "runtime.best_metric=count"))
+    best = torch.load(tmp_path / "count" / "best.pt", weights_only=True)["progress"]
+    count = next(r["val/count"] for r in _metrics(tmp_path / "count") if "val/count" in r)
+    assert best["best_iteration"] == 2 and best["best_metric"] == count
+    with pytest.raises(ValueError, match=r"runtime.best_metric='mAP'.*\['accuracy', 'count'\]"):
+        train(ToyTask(), _cfg(tmp_path / "typo", *common, "runtime.best_metric=mAP"))

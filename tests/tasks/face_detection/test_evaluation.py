@@ -79,7 +79,7 @@ def _faces():
     return pack_faces(names, faces, heights=[256] * 8, widths=[256] * 8)
 
 
-@pytest.mark.parametrize("backend", ["faster_coco_eval", "pycocotools"])
+@pytest.mark.parametrize("backend", ["vernier", "faster_coco_eval", "pycocotools"])
 def test_face_box_ap_equals_pycocotools(backend):
     import contextlib
     import io
