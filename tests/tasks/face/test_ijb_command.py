@@ -192,11 +192,10 @@ def test_a_killed_embedding_pass_resumes_to_the_uninterrupted_features(
     """The embedding pass is the bulk path's: SIGKILL part-way, the same command refuses to
     start again without --resume, and --resume writes the features of an uninterrupted pass."""
     import random
-    import subprocess
 
     from resvision.tasks.engine.bulk import scan_log
 
-    from ...tools.test_bulk_commands import ENV, _cli, _kill_when
+    from ...tools.test_bulk_commands import _cli, _kill_when
     from ...tools.test_bulk_commands import _run as run_cli
 
     root, _ = ijb_root
@@ -207,10 +206,7 @@ def test_a_killed_embedding_pass_resumes_to_the_uninterrupted_features(
     run_cli(_cli(*common, "--save-features", str(ref), "--workers", "0"))
     common += ["--save-features", str(features), "--out", str(tmp_path / "out")]
 
-    proc = subprocess.Popen(
-        _cli(*common, "--workers", "1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV
-    )
-    _kill_when(proc, parts, random.randint(1, 15))
+    _kill_when(_cli(*common, "--workers", "1"), parts, random.randint(1, 15))
     done = sum(len(r.indices) for p in parts.glob("*.log") for r in scan_log(p))
     assert not features.exists() and 0 < done < 150
     assert main(common) == 2  # an unfinished pass is not started over silently
