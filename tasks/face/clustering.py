@@ -4,10 +4,11 @@ The graph is two ``(N, k)`` arrays, best first: ``scores`` (cosine) and ``neighb
 row of each neighbour, ``-1`` where a face has fewer than ``k``), as an index search returns
 them with the face itself left out (:func:`exact_knn`, ``Gallery.knn``). Two methods read it:
 
-- :func:`threshold_linkage`: connected components of the links ``cosine >= threshold``
-  (single linkage). Wherever ``k`` covers every neighbour above the threshold (no face has its
+- :func:`threshold_linkage`: connected components of the links ``cosine > threshold``
+  (single linkage; strictly above, as faiss's range search, which ``face cluster`` ran over all
+  pairs before). Wherever ``k`` covers every neighbour above the threshold (no face has its
   ``k``-th neighbour still above it: :func:`saturated` counts those that do) this is exactly
-  the partition of an all-pairs range search. One link joins two people, so in a large
+  the partition of that all-pairs search. One link joins two people, so in a large
   gallery a few look-alike pairs chain many people into one cluster.
 - :func:`chinese_whispers` (Biemann 2006; dlib's face clustering): every face repeatedly
   takes the label that carries the most link weight among its neighbours, so a cluster
@@ -65,20 +66,20 @@ def drop_self(
 
 
 def saturated(scores: np.ndarray, neighbours: np.ndarray, threshold: float) -> np.ndarray:
-    """Faces whose ``k``-th neighbour is still at or above ``threshold``: they may have more
-    links than the graph holds (raise ``k`` to follow them)."""
+    """Faces whose ``k``-th neighbour is still above ``threshold``: they may have more links
+    than the graph holds (raise ``k`` to follow them)."""
     if scores.shape[1] == 0:
         return np.zeros(len(scores), bool)
-    return (neighbours[:, -1] >= 0) & (scores[:, -1] >= threshold)
+    return (neighbours[:, -1] >= 0) & (scores[:, -1] > threshold)
 
 
 def _links(scores: np.ndarray, neighbours: np.ndarray, threshold: float):
-    """The undirected graph of the links ``cosine >= threshold`` as a symmetric CSR matrix
+    """The undirected graph of the links ``cosine > threshold`` as a symmetric CSR matrix
     whose values are the cosines (the larger where both directions were found)."""
     from scipy import sparse
 
     n = len(scores)
-    ok = (neighbours >= 0) & (scores >= threshold)
+    ok = (neighbours >= 0) & (scores > threshold)
     rows = np.repeat(np.arange(n), ok.sum(1))
     cols = neighbours[ok]
     weights = scores[ok].astype(np.float64)
@@ -102,7 +103,7 @@ def first_appearance(labels: np.ndarray) -> np.ndarray:
 
 
 def threshold_linkage(scores: np.ndarray, neighbours: np.ndarray, threshold: float) -> np.ndarray:
-    """Connected components of the links ``cosine >= threshold``: a cluster id per face."""
+    """Connected components of the links ``cosine > threshold``: a cluster id per face."""
     from scipy.sparse.csgraph import connected_components
 
     _, components = connected_components(
@@ -120,7 +121,7 @@ def chinese_whispers(
     blocks: int = 16,
     seed: int = 0,
 ) -> np.ndarray:
-    """Chinese whispers on the links ``cosine >= threshold`` weighted by their cosine: a cluster
+    """Chinese whispers on the links ``cosine > threshold`` weighted by their cosine: a cluster
     id per face.
 
     Every face starts alone; each pass visits the faces in a random order, in ``blocks``

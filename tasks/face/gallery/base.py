@@ -389,7 +389,7 @@ class Gallery(ABC):
     ) -> np.ndarray:
         """One cluster id per face, in the gallery's order (clusters numbered by first
         appearance), from the ``k``-nearest-neighbour graph: ``threshold`` (connected
-        components of the links ``cosine >= threshold``: exactly an all-pairs search's
+        components of the links ``cosine > threshold``: exactly an all-pairs search's
         partition wherever ``k`` covers every such link) or ``chinese-whispers`` (each face
         takes the label its links weigh most for: no chaining through single links);
         :mod:`resvision.tasks.face.clustering`."""
