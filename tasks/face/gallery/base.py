@@ -111,8 +111,8 @@ class Batch:
 
 
 def normalize(vectors: Any, dim: int, what: str) -> np.ndarray:
-    """``(N, dim)`` float32 unit rows; ``ValueError`` for another width, non-finite values or
-    zero vectors."""
+    """``(N, dim)`` float32 unit rows (rows within 1e-6 of unit length kept as they are);
+    ``ValueError`` for another width, non-finite values or zero vectors."""
     x = np.asarray(vectors, np.float32)
     if x.ndim == 1 and x.size == dim:
         x = x[None]
@@ -123,7 +123,9 @@ def normalize(vectors: Any, dim: int, what: str) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     if (norms == 0).any():
         raise ValueError(f"{what} hold {int((norms == 0).sum())} zero vectors (no direction)")
-    return np.ascontiguousarray(x / norms, np.float32)
+    # rows already of unit length (float32 rounding) stay as they are: imports round-trip
+    off = np.abs(norms - 1) > 1e-6
+    return np.ascontiguousarray(np.where(off, x / norms, x), np.float32)
 
 
 def make_batch(
