@@ -29,7 +29,11 @@ from .tasks import Command
 
 
 def add_common_arguments(
-    p: argparse.ArgumentParser, *, batch_size: int, out_help: str = "output folder"
+    p: argparse.ArgumentParser,
+    *,
+    batch_size: int,
+    out_help: str = "output folder",
+    out_required: bool = True,
 ) -> None:
     p.add_argument("inputs", nargs="+", help="image files, folders (recursive) or glob patterns")
     p.add_argument(
@@ -37,7 +41,7 @@ def add_common_arguments(
         required=True,
         help="a run folder (its best.pt, else last.pt) or a checkpoint file",
     )
-    p.add_argument("--out", required=True, help=out_help)
+    p.add_argument("--out", required=out_required, help=out_help)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=batch_size, help="images per forward pass")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
@@ -260,7 +264,16 @@ DETECTION = Command(
 
 # -- face embeddings ---------------------------------------------------------------------------
 def _face_arguments(p: argparse.ArgumentParser) -> None:
-    add_common_arguments(p, batch_size=64, out_help="output .npz")
+    add_common_arguments(
+        p, batch_size=64, out_help="output .npz (or give --gallery)", out_required=False
+    )
+    p.add_argument(
+        "--gallery",
+        default=None,
+        help="add the faces to this gallery instead of writing an .npz (a folder, created when "
+        "missing, or milvus://HOST:PORT/COLLECTION), in one atomic update; photos already in "
+        "it are skipped",
+    )
     p.add_argument("--no-flip", action="store_true", help="no flip test-time augmentation")
     p.add_argument(
         "--landmarks",
@@ -291,6 +304,28 @@ def _face_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _face_output(args: argparse.Namespace, images) -> tuple[list, list]:
+    """Check ``--out`` or ``--gallery`` before any work: ``(images to read, images already in
+    the gallery)``."""
+    from . import gallery_cmd
+
+    if bool(args.out) == bool(args.gallery):
+        raise ValueError("give --out FILE.npz or --gallery GALLERY (one of them)")
+    if args.gallery:
+        return gallery_cmd.new_images(args.gallery, images)
+    out = Path(args.out)
+    if out.suffix != ".npz":
+        raise ValueError(f"--out {args.out!r}: the embeddings are written as an .npz file")
+    check_outputs([out], inputs=[i.path for i in images], overwrite=args.overwrite)
+    return images, []
+
+
+def _source(emb, args: argparse.Namespace, alignment: str):
+    from resvision.tasks.face.gallery import EmbeddingSource
+
+    return EmbeddingSource(emb.fingerprint, alignment, not args.no_flip)
+
+
 def embed_faces(args: argparse.Namespace) -> int:
     if getattr(args, "detector", None):
         return embed_detected_faces(args)
@@ -299,11 +334,7 @@ def embed_faces(args: argparse.Namespace) -> int:
     from resvision.datasets.face import read_landmarks
     from resvision.tasks.face.inference import Embedder
 
-    images = collect_inputs(args.inputs)
-    out = Path(args.out)
-    if out.suffix != ".npz":
-        raise ValueError(f"--out {args.out!r}: the embeddings are written as an .npz file")
-    check_outputs([out], inputs=[i.path for i in images], overwrite=args.overwrite)
+    images, known = _face_output(args, collect_inputs(args.inputs))
     table = read_landmarks(args.landmarks) if args.landmarks else None
     if table is not None:
         missing = [i.name for i in images if i.name not in table]
@@ -313,17 +344,38 @@ def embed_faces(args: argparse.Namespace) -> int:
                 f"{missing[:3]}"
             )
     emb = Embedder.from_checkpoint(args.checkpoint, device=args.device, overrides=args.set)
+    source = _source(emb, args, "norm_crop" if table is not None else "none")
     report = BatchReport(strict=args.strict)
-    names, vectors = [], []
     t0 = time.perf_counter()
-    for batch in _batched(read_images(images, report, "images"), args.batch_size):
-        marks = [table[item.name] for item, _ in batch] if table is not None else None
-        found = emb.embed([rgb for _, rgb in batch], landmarks=marks, flip=not args.no_flip)
+
+    def batches():
+        for batch in _batched(read_images(images, report, "images"), args.batch_size):
+            marks = [table[item.name] for item, _ in batch] if table is not None else None
+            found = emb.embed([rgb for _, rgb in batch], landmarks=marks, flip=not args.no_flip)
+            report.done += len(batch)
+            yield [item for item, _ in batch], found
+
+    if args.gallery:
+        from .gallery_cmd import crop_rows, embed_into_gallery
+
+        rows = (crop_rows(items, found) for items, found in batches())
+        size = emb.model.embedding_size
+        added, total = embed_into_gallery(args.gallery, rows, source=source, dim=size)
+        skipped = f" ({plural(len(known), 'image')} already there skipped)" if known else ""
+        print(f"{report.summary()}{skipped} -> {args.gallery}: {added} added, now {total:,} faces")
+        return report.exit_code()
+    names, vectors = [], []
+    for items, found in batches():
         vectors.append(found)
-        names += [item.name for item, _ in batch]
-        report.done += len(batch)
+        names += [item.name for item in items]
+    out = Path(args.out)
     if report.done:
-        np.savez(out, embeddings=np.concatenate(vectors), names=np.array(names))
+        np.savez(
+            out,
+            embeddings=np.concatenate(vectors),
+            names=np.array(names),
+            source=np.array(source.to_json()),
+        )
         rate = report.done / (time.perf_counter() - t0)
         print(f"{report.summary()} -> {out} ({vectors[0].shape[1]}-d, {rate:.1f} images/s)")
     else:
@@ -341,11 +393,7 @@ def embed_detected_faces(args: argparse.Namespace) -> int:
 
     if args.landmarks:
         raise ValueError("--landmarks and --detector exclude each other: the detector finds them")
-    images = collect_inputs(args.inputs)
-    out = Path(args.out)
-    if out.suffix != ".npz":
-        raise ValueError(f"--out {args.out!r}: the gallery is written as an .npz file")
-    check_outputs([out], inputs=[i.path for i in images], overwrite=args.overwrite)
+    images, known = _face_output(args, collect_inputs(args.inputs))
     pipeline = FacePipeline(
         FaceDetector.from_checkpoint(args.detector, device=args.device),
         Embedder.from_checkpoint(args.checkpoint, device=args.device, overrides=args.set),
@@ -354,28 +402,63 @@ def embed_detected_faces(args: argparse.Namespace) -> int:
         largest_face_only=args.largest_face_only,
         flip=not args.no_flip,
     )
+    size = pipeline.embedder.model.embedding_size
+    source = _source(pipeline.embedder, args, "norm_crop")
     report = BatchReport(strict=args.strict)
-    rows: dict[str, list] = {k: [] for k in ("photos", "paths", "index", "found")}
-    without, unaligned, small = [], 0, 0
+    counts = {"faces": 0, "without": 0, "unaligned": 0, "small": 0}
     t0 = time.perf_counter()
     per_pass = max(1, min(args.batch_size, 8))  # photos per detector pass
-    for batch in _batched(read_images(images, report, "photos"), per_pass):
-        found = pipeline([rgb for _, rgb in batch], names=[item.name for item, _ in batch])
-        for (item, _), r in zip(batch, found):
-            unaligned += len(r.skipped)
-            small += r.below_min_size
+
+    def batches():
+        """The faces of each batch of photos: (photo name, file, k, PhotoFaces) rows, and the
+        photos without a face."""
+        for batch in _batched(read_images(images, report, "photos"), per_pass):
+            found = pipeline([rgb for _, rgb in batch], names=[item.name for item, _ in batch])
+            for r in found:
+                counts["unaligned"] += len(r.skipped)
+                counts["small"] += r.below_min_size
+                counts["without"] += not len(r.scores)
+                counts["faces"] += len(r.scores)
+                report.done += 1
+            yield [(item, r) for (item, _), r in zip(batch, found)]
+
+    def notes() -> str:
+        out = [f"{plural(counts['without'], 'photo')} without a face"]
+        if counts["unaligned"]:
+            out.append(f"{plural(counts['unaligned'], 'face')} too small to align skipped")
+        if counts["small"]:
+            out.append(
+                f"{plural(counts['small'], 'face')} below --min-face-size {args.min_face_size:g}"
+            )
+        if known:
+            out.append(f"{plural(len(known), 'photo')} already in the gallery skipped")
+        return ", ".join(out)
+
+    if args.gallery:
+        from .gallery_cmd import embed_into_gallery, photo_rows
+
+        rows = (photo_rows(batch, size) for batch in batches())
+        added, total = embed_into_gallery(args.gallery, rows, source=source, dim=size)
+        took = time.perf_counter() - t0
+        print(
+            f"{report.summary()}: {plural(added, 'face')} ({notes()}) in {took:.1f} s -> "
+            f"{args.gallery} (now {total:,} faces)"
+        )
+        return report.exit_code()
+    rows: dict[str, list] = {k: [] for k in ("photos", "paths", "index", "found")}
+    without = []
+    for batch in batches():
+        for item, r in batch:
             if not len(r.scores):
                 without.append(item.name)
             rows["photos"] += [item.name] * len(r.scores)
             rows["paths"] += [str(item.path.resolve())] * len(r.scores)
             rows["index"] += list(range(len(r.scores)))
             rows["found"].append(r)
-            report.done += 1
     if not report.done:
         print(f"{report.summary()}: nothing written")
         return report.exit_code()
     parts = rows["found"]
-    size = pipeline.embedder.model.embedding_size
     gallery = FaceGallery(
         photos=np.array(rows["photos"], dtype=str),
         paths=np.array(rows["paths"], dtype=str),
@@ -385,27 +468,26 @@ def embed_detected_faces(args: argparse.Namespace) -> int:
         landmarks=np.concatenate([r.landmarks for r in parts]).astype(np.float32).reshape(-1, 5, 2),
         embeddings=np.concatenate([r.embeddings for r in parts]).reshape(-1, size),
         photos_without_faces=np.array(without, dtype=str),
+        source=source.to_json(),
     )
+    out = Path(args.out)
     gallery.save(out)
-    notes = [f"{plural(len(without), 'photo')} without a face"]
-    if unaligned:
-        notes.append(f"{plural(unaligned, 'face')} too small to align skipped")
-    if small:
-        notes.append(f"{plural(small, 'face')} below --min-face-size {args.min_face_size:g}")
     took = time.perf_counter() - t0
     print(
-        f"{report.summary()}: {plural(len(gallery), 'face')} ({', '.join(notes)}) in {took:.1f} s "
+        f"{report.summary()}: {plural(len(gallery), 'face')} ({notes()}) in {took:.1f} s "
         f"-> {out} ({size}-d embeddings with photo, box, score and landmarks per face)"
     )
     return report.exit_code()
 
 
 FACE = Command(
-    "embed face images into an .npz (the same as `resvision face embed`)",
+    "embed face images into an .npz or a gallery (the same as `resvision face embed`)",
     _face_arguments,
     embed_faces,
     description="Embed face images (files, folders, globs) into an .npz: embeddings (N, D) "
     "float32 unit length, names (relative paths). With --detector, photos instead: every face "
     "is found, aligned from its five landmarks and embedded; the .npz (a gallery) keeps per "
-    "face its photo, box, score, landmarks and embedding (names are photo#k).",
+    "face its photo, box, score, landmarks and embedding (names are photo#k). With --gallery "
+    "instead of --out, the faces are added to a gallery in one atomic update (photos already "
+    "there skipped).",
 )

@@ -46,6 +46,19 @@ class Embedder:
             model, cfg.data.image_size, device=next(model.parameters()).device, amp=cfg.runtime.amp
         )
 
+    @property
+    def fingerprint(self) -> str:
+        """What identifies these weights (a face gallery refuses to mix embeddings of two):
+        ``"{D}-d {S}px sha256:{hash}"``, the hash of every tensor of the model in order."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for name, tensor in self.model.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+        size = self.model.embedding_size
+        return f"{size}-d {self.image_size}px sha256:{digest.hexdigest()[:16]}"
+
     def prepare(self, image: ImageInput, landmarks: np.ndarray | None = None) -> np.ndarray:
         """An ``(S, S, 3)`` uint8 crop: aligned with :func:`norm_crop` when landmarks are given,
         else the (already aligned) image resized."""

@@ -45,6 +45,7 @@ class FaceGallery:
     landmarks: np.ndarray  # (F, 5, 2) float32
     embeddings: np.ndarray  # (F, D) float32, unit length
     photos_without_faces: np.ndarray = field(default_factory=lambda: np.zeros(0, str))
+    source: str = ""  # what made the embeddings (EmbeddingSource JSON), "" when unknown
 
     def __len__(self) -> int:
         return len(self.photos)
@@ -70,6 +71,7 @@ class FaceGallery:
             scores=self.scores,
             landmarks=self.landmarks,
             photos_without_faces=self.photos_without_faces,
+            **({"source": np.array(self.source)} if self.source else {}),
         )
         return Path(path)
 
@@ -85,6 +87,7 @@ class FaceGallery:
             landmarks=data["landmarks"],
             embeddings=data["embeddings"].astype(np.float32),
             photos_without_faces=data["photos_without_faces"],
+            source=str(data["source"]) if "source" in data else "",
         )
 
 

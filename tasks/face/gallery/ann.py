@@ -43,10 +43,12 @@ class IndexPlan:
     def for_size(cls, n: int, dim: int, *, exact_below: int = EXACT_BELOW) -> IndexPlan:
         """The plan for ``n`` faces of ``dim`` dimensions: exact below ``exact_below`` (or when
         ``dim`` is not a multiple of 4); above, ``nlist`` = the power of two nearest
-        ``4 sqrt(n)`` (4096 at 1M) and the rest from :meth:`ivf`."""
+        ``4 sqrt(n)`` (4096 at 1M; at most ``n / 16``, so that every list is trained on
+        faces) and the rest from :meth:`ivf`."""
         if n < exact_below or dim % 4:
             return cls()
-        nlist = int(min(max(2 ** round(math.log2(4 * math.sqrt(n))), 256), 65536))
+        nlist = 2 ** round(math.log2(4 * math.sqrt(n)))
+        nlist = int(min(max(nlist, 16), 65536, max(16, 2 ** int(math.log2(max(n // 16, 1))))))
         return cls.ivf(nlist, dim, trained_for=n)
 
     @classmethod
@@ -59,7 +61,7 @@ class IndexPlan:
             "ivf-pq",
             nlist=nlist,
             pq=dim // 4,
-            nprobe=max(16, nlist // 16),
+            nprobe=min(nlist, max(16, nlist // 16)),
             rerank=100,
             trained_for=trained_for,
         )
@@ -111,9 +113,10 @@ def build_index(
 
     dim = vectors.shape[1]
     index = faiss.index_factory(dim, f"IVF{plan.nlist},PQ{plan.pq}x4fs", faiss.METRIC_INNER_PRODUCT)
-    ivf = faiss.extract_index_ivf(index)
+    ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
     ivf.cp.niter = 10
-    ivf.cp.min_points_per_centroid = 5  # small test galleries: no warning above 5 per list
+    ivf.cp.min_points_per_centroid = 5  # small galleries: no warning above 5 faces per list
+    ivf.pq.cp.min_points_per_centroid = 1  # (4-bit codes: 16 centroids per sub-quantizer)
     ivf.cp.seed = seed
     n = len(vectors)
     sample = np.sort(np.random.default_rng(seed).choice(n, min(n, 40 * plan.nlist), replace=False))
