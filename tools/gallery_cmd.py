@@ -214,12 +214,22 @@ def embed_into_gallery(path: str, batches, *, source: EmbeddingSource, dim: int)
         g.close()
 
 
+def photo_name(item) -> str:
+    """A photo's (or face crop's) name in a gallery: its name relative to the folder it was
+    found in, behind that folder's own name (``face embed photos/`` names
+    ``photos/alice/1.jpg``), so that two folders added one after the other keep their photos
+    apart and drawings keep relative paths."""
+    depth = len(Path(item.name).parts)
+    root = item.path.resolve().parents[depth - 1]
+    return f"{root.name}/{item.name}" if root.name else item.name
+
+
 def crop_rows(items, vectors) -> dict[str, Any]:
-    """:meth:`Gallery.add` arguments of embedded face crops: each named by its file as given
-    (unique across folders), labelled by its folder, remembered by its resolved file."""
+    """:meth:`Gallery.add` arguments of embedded face crops: each named by
+    :func:`photo_name`, labelled by its folder, remembered by its resolved file."""
     from resvision.tasks.face.gallery.npz import crop_label
 
-    files = [i.path.as_posix() for i in items]
+    files = [photo_name(i) for i in items]
     return {
         "embeddings": vectors,
         "names": files,
@@ -231,13 +241,13 @@ def crop_rows(items, vectors) -> dict[str, Any]:
 
 def photo_rows(batch, dim: int) -> dict[str, Any]:
     """:meth:`Gallery.add` arguments of ``(input, PhotoFaces)`` pairs: faces named
-    ``photo#k`` with the photo's file as given, labelled by the photo's folder (or name), and
-    the photos without a face."""
+    ``photo#k`` (:func:`photo_name`), labelled by the photo's folder (or its name), and the
+    photos without a face."""
     import numpy as np
 
     from resvision.tasks.pipelines.face import person_label
 
-    photos = [(i.path.as_posix(), str(i.path.resolve()), i.name, r) for i, r in batch]
+    photos = [(photo_name(i), str(i.path.resolve()), i.name, r) for i, r in batch]
     faces = [(p, f, n, k) for p, f, n, r in photos for k in range(len(r.scores))]
     stack = lambda key, shape: np.concatenate(  # noqa: E731
         [getattr(r, key) for *_, r in photos]
@@ -281,17 +291,29 @@ def gallery_for_writing(path: str, dim: int, source: EmbeddingSource | None) -> 
 
 def new_images(path: str, images: list) -> tuple[list, list]:
     """``(images to embed, images already in the gallery)``: a photo (or face crop) is known by
-    its file (the resolved path), so the same folder added twice is read once."""
+    its file (the resolved path), so the same folder added twice is read once. A new photo
+    whose gallery name (:func:`photo_name`) another file already holds is refused before any
+    work."""
     try:
         g = open_gallery(path)
     except FileNotFoundError:
         return list(images), []
     try:
-        known = set(g.photos()["path"].tolist())
+        known = g.photos()
     finally:
         g.close()
-    fresh = [i for i in images if str(i.path.resolve()) not in known]
-    return fresh, [i for i in images if str(i.path.resolve()) in known]
+    files = set(known["path"].tolist())
+    fresh = [i for i in images if str(i.path.resolve()) not in files]
+    taken = set(known["photo"].tolist()) & {photo_name(i) for i in fresh}
+    if taken:
+        example = sorted(taken)[0]
+        raise ValueError(
+            f"gallery {path!r} already holds a photo named {example!r} from another file "
+            f"({plural(len(taken), 'name')} taken): photos are named by their folder and "
+            "relative path, so give the folder from a parent with another name, or remove "
+            "those photos first (face gallery remove --photos)"
+        )
+    return fresh, [i for i in images if str(i.path.resolve()) in files]
 
 
 # -- face gallery ... ---------------------------------------------------------------------------
