@@ -402,8 +402,23 @@ def _groups(names, ids) -> list[list[str]]:
 
 
 def cluster(args: argparse.Namespace) -> int:
+    from resvision.tasks.face.clustering import cluster_graph, exact_knn, saturated
+
+    if bool(args.embeddings) == bool(args.gallery):
+        raise ValueError("give an .npz of `resvision face embed`, or --gallery GALLERY")
+    if args.k < 1:
+        raise ValueError(f"--k {args.k}: the graph needs at least one neighbour per face")
     _check_json(args, [args.embeddings] if args.embeddings else [])
-    names, ids, dup, labels, more, drawable = gallery_cmd.cluster_faces(args)
+    if args.gallery:
+        names, labels, scores, neighbours, drawable = gallery_cmd.gallery_knn(args)
+    else:
+        vectors, names = load_embeddings(args.embeddings)
+        drawable = load_gallery(args.embeddings, "--draw") if args.draw else None
+        scores, neighbours = exact_knn(vectors, min(args.k, max(len(vectors) - 1, 0)))
+        labels = gallery_cmd.npz_labels(args.embeddings, names)
+    ids = cluster_graph(scores, neighbours, args.threshold, args.method)
+    dup = cluster_graph(scores, neighbours, args.duplicate_threshold, "threshold")
+    more = int(saturated(scores, neighbours, args.threshold).sum())
     groups = _groups(names, ids)
     duplicates = [members for members in _groups(names, dup) if len(members) > 1]
     sizes = sorted((len(v) for v in groups), reverse=True)

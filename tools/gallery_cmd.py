@@ -115,40 +115,22 @@ def add_cluster_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def cluster_faces(args: argparse.Namespace):
-    """``(names, cluster ids, near-duplicate ids, labels, faces-with-more-links, drawable)`` of
-    ``face cluster`` on an .npz or a gallery."""
-    import numpy as np
-
-    from resvision.tasks.face.clustering import cluster_graph, exact_knn, saturated
-
-    if bool(args.embeddings) == bool(args.gallery):
-        raise ValueError("give an .npz of `resvision face embed`, or --gallery GALLERY")
-    if args.k < 1:
-        raise ValueError(f"--k {args.k}: the graph needs at least one neighbour per face")
-    if args.gallery:
-        g = open_gallery(args.gallery)
-        try:
-            scores, neighbours = g.knn(args.k)
-            faces = g.faces()
-        finally:
-            g.close()
-        names, labels = faces["name"], faces["label"]
-        drawable = _drawable(faces) if args.draw else None
-    else:
-        from .face_cmd import load_embeddings, load_gallery
-
-        vectors, names = load_embeddings(args.embeddings)
-        drawable = load_gallery(args.embeddings, "--draw") if args.draw else None
-        scores, neighbours = exact_knn(vectors, min(args.k, max(len(vectors) - 1, 0)))
-        labels = _npz_labels(args.embeddings, names)
-    ids = cluster_graph(scores, neighbours, args.threshold, args.method)
-    dup = cluster_graph(scores, neighbours, args.duplicate_threshold, "threshold")
-    more = int(saturated(scores, neighbours, args.threshold).sum())
-    return np.asarray(names), ids, dup, labels, more, drawable
+def gallery_knn(args: argparse.Namespace):
+    """``(names, labels, scores, neighbours, drawable)`` of ``face cluster --gallery``: the
+    gallery's k-nearest-neighbour graph and who its faces are."""
+    g = open_gallery(args.gallery)
+    try:
+        scores, neighbours = g.knn(args.k)
+        faces = g.faces()
+    finally:
+        g.close()
+    drawable = _drawable(faces) if args.draw else None
+    return faces["name"], faces["label"], scores, neighbours, drawable
 
 
-def _npz_labels(path: str, names) -> np.ndarray:
+def npz_labels(path: str, names) -> np.ndarray:
+    """Who each face of an .npz is: its ``labels``, else each crop's folder (``""`` when at the
+    top)."""
     import numpy as np
 
     from resvision.tasks.face.gallery.npz import crop_label

@@ -4,7 +4,8 @@ graph. ``Gallery.create(path, dim)`` / ``Gallery.open(path)``; see :mod:`.base` 
 :mod:`.local` for the embedded storage, :mod:`.ann` for the search, :mod:`.milvus` for Milvus."""
 
 from .ann import EXACT_BELOW, IndexPlan
-from .base import EmbeddingSource, Gallery, Transaction
+from .base import Gallery, Transaction
 from .npz import read_npz
+from .source import EmbeddingSource
 
 __all__ = ["EXACT_BELOW", "EmbeddingSource", "Gallery", "IndexPlan", "Transaction", "read_npz"]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .base import METADATA, EmbeddingSource
+from .source import METADATA, EmbeddingSource
 
 if TYPE_CHECKING:
     from .base import Gallery
