@@ -153,7 +153,8 @@ def read_index(path: Path, *, writable: bool = False):
     be extended."""
     import faiss
 
-    return faiss.read_index(str(path), 0 if writable else faiss.IO_FLAG_MMAP_IFC)
+    mmap = getattr(faiss, "IO_FLAG_MMAP_IFC", 0)  # faiss builds without it read the file
+    return faiss.read_index(str(path), 0 if writable else mmap)
 
 
 def merge_results(parts: list[tuple[np.ndarray, np.ndarray]], k: int):

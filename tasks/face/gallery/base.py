@@ -13,6 +13,7 @@ were added in (what ``names``, ``labels`` and ``cluster`` follow).
 from __future__ import annotations
 
 import importlib
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -137,6 +138,24 @@ def make_batch(
             f"{len(paths)} paths_without_faces for {len(without)} photos_without_faces"
         )
     return Batch(vectors, names, labels.astype(str), meta, without, paths.astype(str))
+
+
+def face_column(name: str, values: list) -> np.ndarray:
+    """One column as an array: blobs back to float32, missing values as ``""``/-1/NaN."""
+    if name in ("boxes", "landmarks"):
+        shape = (4,) if name == "boxes" else (5, 2)
+        out = np.full((len(values), *shape), np.nan, np.float32)
+        for i, v in enumerate(values):
+            if v is not None:
+                out[i] = np.frombuffer(v, np.float32).reshape(shape)
+        return out
+    if name in ("scores", "added"):
+        return np.array([math.nan if v is None else v for v in values], np.float64).astype(
+            np.float32 if name == "scores" else np.float64
+        )
+    if name == "face_index":
+        return np.array([-1 if v is None else v for v in values], np.int64)
+    return np.array(["" if v is None else v for v in values], dtype=object).astype(str)
 
 
 class Transaction(ABC):

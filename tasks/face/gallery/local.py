@@ -29,7 +29,6 @@ vectors are rewritten without them and the index rebuilt.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import re
 import sqlite3
@@ -51,7 +50,8 @@ from .ann import (
     read_index,
     write_index,
 )
-from .base import Batch, EmbeddingSource, Gallery, Transaction, check_source, make_batch
+from .base import Batch, Gallery, Transaction, check_source, face_column, make_batch
+from .source import EmbeddingSource
 
 FORMAT = "resvision-gallery 1"
 DB = "gallery.sqlite"
@@ -262,7 +262,7 @@ class LocalGallery(Gallery):
             if missing:
                 raise KeyError(f"{self.path}: no face named {missing[0]!r}")
             rows = [found[n] for n in names]
-        return {c: _column(c, [r[i] for r in rows]) for i, c in enumerate(columns)}
+        return {c: face_column(c, [r[i] for r in rows]) for i, c in enumerate(columns)}
 
     def photos(self) -> dict[str, np.ndarray]:
         """Every photo added (with faces or without): ``photo`` names and ``path`` files."""
@@ -651,24 +651,6 @@ _SQL_COLUMN = {
     "scores": "score",
     "landmarks": "landmarks",
 }
-
-
-def _column(name: str, values: list) -> np.ndarray:
-    """One column as an array: blobs back to float32, missing values as ``""``/-1/NaN."""
-    if name in ("boxes", "landmarks"):
-        shape = (4,) if name == "boxes" else (5, 2)
-        out = np.full((len(values), *shape), np.nan, np.float32)
-        for i, v in enumerate(values):
-            if v is not None:
-                out[i] = np.frombuffer(v, np.float32).reshape(shape)
-        return out
-    if name in ("scores", "added"):
-        return np.array([math.nan if v is None else v for v in values], np.float64).astype(
-            np.float32 if name == "scores" else np.float64
-        )
-    if name == "face_index":
-        return np.array([-1 if v is None else v for v in values], np.int64)
-    return np.array(["" if v is None else v for v in values], dtype=object).astype(str)
 
 
 def _face_rows(rows, batch: Batch, now: float):
