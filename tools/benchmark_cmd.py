@@ -63,3 +63,7 @@ FACE = _command("face", "ArcFace training samples/s, the verification protocol's
 DEPTH = _command(
     "depth", "activation checkpointing: a training step's memory and time (ResNet-101)"
 )
+GALLERY = _command(
+    "gallery",
+    "face galleries: open time, search vs exact, add cost, clustering (100k-1M faces)",
+)

@@ -40,6 +40,7 @@ COMMANDS = {
     ("export", "face-detection"): "face_detection_cmd:EXPORT",
     ("benchmark", "face-detection"): "face_detection_cmd:BENCHMARK",
     ("benchmark", "depth"): "benchmark_cmd:DEPTH",
+    ("benchmark", "gallery"): "benchmark_cmd:GALLERY",
 }
 
 
