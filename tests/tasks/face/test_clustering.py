@@ -24,6 +24,8 @@ from resvision.tasks.face.inference import cluster
 
 from .cluster_reference import reference_cluster
 
+pytestmark = pytest.mark.usefixtures("faiss_one_thread")
+
 
 @pytest.fixture(scope="module")
 def faces():

@@ -23,6 +23,8 @@ from resvision.tasks.face.clustering import exact_knn, threshold_linkage
 from .cluster_reference import reference_cluster
 
 DIM = 64
+
+pytestmark = pytest.mark.usefixtures("faiss_one_thread")
 MODEL = EmbeddingModel(dim=DIM, max_faces=40)
 
 

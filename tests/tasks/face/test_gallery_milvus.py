@@ -14,11 +14,11 @@ pytest.importorskip(
     "milvus_lite", reason="milvus-lite is not installed (pip install resvision[milvus])"
 )
 
-from resvision.datasets.face.embeddings import EmbeddingModel, synthetic_embeddings  # noqa: E402
-from resvision.tasks.face import EmbeddingSource, Gallery  # noqa: E402
-from resvision.tasks.face.gallery.milvus import parse  # noqa: E402
+from resvision.datasets.face.embeddings import EmbeddingModel, synthetic_embeddings
+from resvision.tasks.face import EmbeddingSource, Gallery
+from resvision.tasks.face.gallery.milvus import parse
 
-pytestmark = pytest.mark.milvus
+pytestmark = [pytest.mark.milvus, pytest.mark.usefixtures("faiss_one_thread")]
 DIM = 32
 
 
