@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import time
 from collections.abc import Sequence
@@ -59,6 +60,19 @@ def _client(uri: str, token: str | None):
             "pip install 'resvision[milvus]'"
         ) from None
     return MilvusClient(uri=uri, token=token or "")
+
+
+@contextlib.contextmanager
+def _quiet_index_creation():
+    """pymilvus 3 asks milvus-lite's in-process server for a timestamp it does not serve while
+    an index is created; the server logs that refusal (a traceback) and pymilvus carries on."""
+    logger = logging.getLogger("grpc._server")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _quote(values: Sequence[str]) -> str:
@@ -110,24 +124,28 @@ class MilvusGallery(Gallery):
         index.add_index(
             "embedding", index_type=index_type, metric_type="IP", params=index_params or {}
         )
-        client.create_collection(
-            name, schema=schema, index_params=index, consistency_level="Strong"
-        )
+        with _quiet_index_creation():
+            client.create_collection(
+                name, schema=schema, index_params=index, consistency_level="Strong"
+            )
         photos = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-        photos.add_field("photo", DataType.VARCHAR, is_primary=True, max_length=4096)
+        photos.add_field("id", DataType.INT64, is_primary=True)
+        photos.add_field("photo", DataType.VARCHAR, max_length=4096)
         photos.add_field("path", DataType.VARCHAR, max_length=4096)
         photos.add_field("update", DataType.INT64)
         photos.add_field("unused", DataType.FLOAT_VECTOR, dim=2)  # Milvus needs a vector field
         index = client.prepare_index_params()
         index.add_index("unused", index_type="FLAT", metric_type="L2")
-        client.create_collection(
-            f"{name}__photos", schema=photos, index_params=index, consistency_level="Strong"
-        )
+        with _quiet_index_creation():
+            client.create_collection(
+                f"{name}__photos", schema=photos, index_params=index, consistency_level="Strong"
+            )
         props = {
             "format": FORMAT,
             "dim": str(int(dim)),
             "committed": "0",
             "next_row": "0",
+            "next_photo": "0",
             "source": source.to_json() if source else "",
             "created": repr(time.time()),
         }
@@ -143,6 +161,8 @@ class MilvusGallery(Gallery):
                 f"no gallery at {path!r} (no collection {name!r}): make one with `resvision "
                 f"face gallery import FILE.npz {path}` or Gallery.create(path, dim)"
             )
+        for collection in (name, f"{name}__photos"):
+            client.load_collection(collection)  # a server keeps collections released
         return cls(path, client, name)
 
     def close(self) -> None:
@@ -162,20 +182,24 @@ class MilvusGallery(Gallery):
         return f"update <= {committed}" + (f" and ({extra})" if extra else "")
 
     def _scan(self, collection: str, expr: str, fields: list[str]) -> list[dict]:
-        """Every row matching ``expr`` (pages of :data:`BATCH`)."""
-        it = self.client.query_iterator(
-            collection, batch_size=BATCH, filter=expr, output_fields=fields
+        """Every committed row of ``collection`` matching ``expr``, read in primary-key ranges
+        of :data:`BATCH` (the gallery numbers rows and photos from 0; Milvus's query iterator
+        needs a timestamp service that milvus-lite lacks)."""
+        key, counter = (
+            ("row", "next_row") if collection == self.collection else ("id", "next_photo")
         )
         rows: list[dict] = []
-        try:
-            while page := it.next():
-                rows += page
-        finally:
-            it.close()
+        for start in range(0, int(self._props()[counter]), BATCH):
+            where = f"{key} >= {start} and {key} < {start + BATCH} and ({expr})"
+            rows += self.client.query(collection, filter=where, output_fields=fields, limit=BATCH)
         return rows
 
+    def _query(self, collection: str, expr: str, fields: list[str]) -> list[dict]:
+        """The rows matching a selective ``expr`` (at most :data:`BATCH` values in it)."""
+        return self.client.query(collection, filter=expr, output_fields=fields, limit=16384)
+
     def _rows(self, expr: str = "", fields: Sequence[str] = ()) -> list[dict]:
-        """The visible faces matching ``expr``, in the gallery's order (by row)."""
+        """Every visible face matching ``expr``, in the gallery's order (by row)."""
         found = self._scan(self.collection, self._visible(expr), ["row", *fields])
         return sorted(found, key=lambda r: r["row"])
 
@@ -198,9 +222,9 @@ class MilvusGallery(Gallery):
             found: dict[str, dict] = {}
             for start in range(0, len(names), BATCH):
                 part = names[start : start + BATCH]
-                for r in self._rows(
-                    f"name in {_quote(part)}", ["name", "label", "added", "photo", "path", "meta"]
-                ):
+                fields = ["name", "label", "added", "photo", "path", "meta"]
+                expr = self._visible(f"name in {_quote(part)}")
+                for r in self._query(self.collection, expr, fields):
                     found[r["name"]] = r
             missing = [n for n in names if n not in found]
             if missing:
@@ -270,7 +294,7 @@ class MilvusGallery(Gallery):
             empty=len(self) == 0,
             where=f"gallery {self.path!r}",
         )
-        t = MilvusTransaction(self, committed + 1, int(props["next_row"]))
+        t = MilvusTransaction(self, committed + 1, int(props["next_row"]), int(props["next_photo"]))
         try:
             yield t
         except BaseException:
@@ -279,10 +303,11 @@ class MilvusGallery(Gallery):
             raise
         self.client.flush(self.collection)
         self.client.flush(self.photos_collection)
-        self._set(
+        self._set(  # the commit: one request
             next_row=t.next_row,
+            next_photo=t.next_photo,
             source=new_source.to_json() if new_source else "",
-            committed=committed + 1,  # the commit: one request, the last
+            committed=committed + 1,
         )
 
     def remove(self, *, names=None, labels=None, photos=None) -> int:
@@ -341,7 +366,7 @@ class MilvusGallery(Gallery):
         found: dict[int, str] = {}
         for start in range(0, len(wanted), BATCH):
             part = wanted[start : start + BATCH]
-            for r in self._rows(f"row in {part}", ["name"]):
+            for r in self._query(self.collection, f"row in {part}", ["row", "name"]):
                 found[int(r["row"])] = r["name"]
         out = np.array([found.get(int(r), "") for r in rows.ravel()], dtype=object)
         return out.astype(str).reshape(rows.shape) if out.size else np.zeros(rows.shape, str)
@@ -360,12 +385,15 @@ class MilvusGallery(Gallery):
 
 
 class MilvusTransaction(Transaction):
-    """Inserts rows tagged with the update's id; nothing is visible before the commit."""
+    """Inserts rows tagged with the update's id; nothing is visible before the commit. (The
+    rows of killed updates were deleted when this one began: every row there is committed or
+    this update's.)"""
 
-    def __init__(self, gallery: MilvusGallery, update: int, next_row: int) -> None:
+    def __init__(self, gallery: MilvusGallery, update: int, next_row: int, next_photo: int):
         self.gallery = gallery
         self.update = update
         self.next_row = next_row
+        self.next_photo = next_photo
 
     def add(self, embeddings, names, labels=None, **metadata) -> int:
         g = self.gallery
@@ -373,12 +401,8 @@ class MilvusTransaction(Transaction):
         taken = []
         for start in range(0, len(batch.names), BATCH):
             part = batch.names[start : start + BATCH].tolist()
-            taken += [r["name"] for r in g._rows(f"name in {_quote(part)}", ["name"])]
-            taken += [  # earlier batches of this update
-                r["name"]
-                for r in g._scan(
-                    g.collection, f"update == {self.update} and name in {_quote(part)}", ["name"]
-                )
+            taken += [
+                r["name"] for r in g._query(g.collection, f"name in {_quote(part)}", ["name"])
             ]
         if taken:
             raise ValueError(
@@ -389,17 +413,18 @@ class MilvusTransaction(Transaction):
         rows = list(_face_rows(batch, self.next_row, self.update, now))
         for start in range(0, len(rows), BATCH):
             g.client.insert(g.collection, rows[start : start + BATCH])
+        self.next_row += len(rows)
         photos = _photo_rows(batch, self.update)
         for start in range(0, len(photos), BATCH):
             part = photos[start : start + BATCH]
-            known = g._scan(  # kept as they are: a killed update must not take them along
-                g.photos_collection, f"photo in {_quote([p['photo'] for p in part])}", ["photo"]
-            )
-            known = {r["photo"] for r in known}
+            expr = f"photo in {_quote([p['photo'] for p in part])}"
+            known = {r["photo"] for r in g._query(g.photos_collection, expr, ["photo"])}
             part = [p for p in part if p["photo"] not in known]
+            for p in part:
+                p["id"] = self.next_photo
+                self.next_photo += 1
             if part:
                 g.client.insert(g.photos_collection, part)
-        self.next_row += len(rows)
         return len(rows)
 
 
