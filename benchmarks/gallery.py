@@ -65,7 +65,7 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-def pair_stats(x: np.ndarray, people: np.ndarray, seed: int = 1) -> dict:
+def pair_stats(x: np.ndarray, people: np.ndarray, seed: int = 1, fars=FARS) -> dict:
     """Same- and different-person cosines of seeded pairs, and the thresholds at FARS."""
     rng = np.random.default_rng(seed)
     n = len(x)
@@ -84,7 +84,7 @@ def pair_stats(x: np.ndarray, people: np.ndarray, seed: int = 1) -> dict:
         "same": (float(same.mean()), float(same.std()), float(np.percentile(same, 1))),
         "diff": (float(diff.mean()), float(diff.std())),
     }
-    for far in FARS:
+    for far in sorted(set(FARS) | set(fars)):
         t = float(np.quantile(diff, 1 - far))
         out[far] = (t, float((same > t).mean()))
     return out
@@ -299,6 +299,13 @@ def main(argv: list[str]) -> int:
     p.add_argument("--skip", nargs="*", default=[], choices=("search", "add", "cluster"))
     p.add_argument("--face-run", default=None, help="a face run: cluster synthetic identities")
     p.add_argument("--identities", type=int, default=300, help="with --face-run: people")
+    p.add_argument(
+        "--fars",
+        nargs="+",
+        type=float,
+        default=list(FARS),
+        help="cluster at these FARs' thresholds",
+    )
     p.add_argument("--json", default=None, help="also write the figures here")
     args = p.parse_args(argv)
 
@@ -309,7 +316,7 @@ def main(argv: list[str]) -> int:
     )
     q, q_people = x[args.faces :], people[args.faces :]
     x, people = x[: args.faces], people[: args.faces]
-    stats = pair_stats(x, people)
+    stats = pair_stats(x, people, fars=args.fars)
     say(f"generated in {time.perf_counter() - t0:.0f} s")
     describe_set(x, people, stats)
     figures: dict = {
@@ -356,7 +363,7 @@ def main(argv: list[str]) -> int:
                 f"\nCluster: {args.faces:,} faces, k={args.k} graph from the gallery's index in "
                 f"{graph_s:.0f} s; load {load()}\n"
             )
-            thresholds = {f"FAR {f:g}": stats[f][0] for f in FARS}
+            thresholds = {f"FAR {f:g}": stats[f][0] for f in args.fars}
             figures["cluster"] = bench_cluster(scores, neighbours, people, thresholds, graph_s)
         g.close()
     finally:

@@ -80,9 +80,10 @@ def _links(scores: np.ndarray, neighbours: np.ndarray, threshold: float):
 
     n = len(scores)
     ok = (neighbours >= 0) & (scores > threshold)
-    rows = np.repeat(np.arange(n), ok.sum(1))
-    cols = neighbours[ok]
-    weights = scores[ok].astype(np.float64)
+    index = np.int32 if n < 2**31 else np.int64  # 1M faces x 32 links: half the memory
+    rows = np.repeat(np.arange(n, dtype=index), ok.sum(1))
+    cols = neighbours[ok].astype(index)
+    weights = scores[ok].astype(np.float32)
     off = rows != cols
     rows, cols, weights = rows[off], cols[off], weights[off]
     graph = sparse.coo_matrix((weights, (rows, cols)), shape=(n, n)).tocsr()
