@@ -162,7 +162,8 @@ class Transaction(ABC):
     """One atomic update: everything added inside ``with gallery.transaction() as t:``
     becomes visible together when the block ends, or not at all (an exception, a kill)."""
 
-    @abstractmethod
+    gallery: Gallery
+
     def add(
         self,
         embeddings: Any,
@@ -170,7 +171,26 @@ class Transaction(ABC):
         labels: Sequence[str] | None = None,
         **metadata: Any,
     ) -> int:
-        """Add ``B`` faces (see :meth:`Gallery.add`); returns ``B``."""
+        """Add ``B`` faces (see :meth:`Gallery.add`), checked before anything is written;
+        returns ``B``."""
+        batch = make_batch(self.gallery.dim, embeddings, names, labels, metadata)
+        taken = self._taken(batch.names.tolist())
+        if taken:
+            more = f" and {len(taken) - 3} more" if len(taken) > 3 else ""
+            raise ValueError(
+                f"gallery {self.gallery.path!r} already holds faces named {taken[:3]}{more}: "
+                "names are unique (remove those faces first, or add under other names)"
+            )
+        self._write(batch)
+        return len(batch.names)
+
+    @abstractmethod
+    def _taken(self, names: list[str]) -> list[str]:
+        """Those of ``names`` the gallery (or this update) already holds."""
+
+    @abstractmethod
+    def _write(self, batch: Batch) -> None:
+        """Write the checked ``batch`` as part of this update."""
 
 
 class Gallery(ABC):

@@ -50,7 +50,7 @@ from .ann import (
     read_index,
     write_index,
 )
-from .base import Batch, Gallery, Transaction, check_source, face_column, make_batch
+from .base import Batch, Gallery, Transaction, check_source, face_column
 from .source import EmbeddingSource
 
 FORMAT = "resvision-gallery 1"
@@ -619,33 +619,26 @@ class LocalTransaction(Transaction):
         self.handle = handle
         self.count = count
 
-    def add(self, embeddings, names, labels=None, **metadata) -> int:
-        g = self.gallery
-        batch = make_batch(g.dim, embeddings, names, labels, metadata)
+    def _taken(self, names: list[str]) -> list[str]:
         taken = []
-        for part in _chunks(batch.names.tolist()):
+        for part in _chunks(names):
             marks = ",".join("?" * len(part))
-            taken += [
-                n for (n,) in g.db.execute(f"SELECT name FROM faces WHERE name IN ({marks})", part)
-            ]
-        if taken:
-            raise ValueError(
-                f"gallery {g.path!r} already holds faces named {taken[:3]}"
-                f"{f' and {len(taken) - 3} more' if len(taken) > 3 else ''}: names are unique "
-                "(remove those faces first, or add under other names)"
-            )
+            sql = f"SELECT name FROM faces WHERE name IN ({marks})"
+            taken += [n for (n,) in self.gallery.db.execute(sql, part)]
+        return taken
+
+    def _write(self, batch: Batch) -> None:
+        db = self.gallery.db
         self.handle.write(batch.embeddings.tobytes())
         rows = range(self.count, self.count + len(batch.names))
         now = time.time()
-        g.db.executemany(
+        db.executemany(
             "INSERT INTO faces (row, name, label, photo, path, face_index, box, score, landmarks, "
             "added) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             _face_rows(rows, batch, now),
         )
-        photos = _photo_rows(batch, now)
-        g.db.executemany("INSERT OR IGNORE INTO photos VALUES (?, ?, ?)", photos)
+        db.executemany("INSERT OR IGNORE INTO photos VALUES (?, ?, ?)", _photo_rows(batch, now))
         self.count += len(batch.names)
-        return len(batch.names)
 
 
 _METADATA_COLUMNS = ("photos", "paths", "face_index", "boxes", "scores", "landmarks")

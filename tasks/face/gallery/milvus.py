@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Batch, Gallery, Transaction, check_source, face_column, make_batch
+from .base import Batch, Gallery, Transaction, check_source, face_column
 from .source import EmbeddingSource
 
 FORMAT = "resvision-gallery 1"
@@ -395,22 +395,17 @@ class MilvusTransaction(Transaction):
         self.next_row = next_row
         self.next_photo = next_photo
 
-    def add(self, embeddings, names, labels=None, **metadata) -> int:
+    def _taken(self, names: list[str]) -> list[str]:
         g = self.gallery
-        batch = make_batch(g.dim, embeddings, names, labels, metadata)
         taken = []
-        for start in range(0, len(batch.names), BATCH):
-            part = batch.names[start : start + BATCH].tolist()
-            taken += [
-                r["name"] for r in g._query(g.collection, f"name in {_quote(part)}", ["name"])
-            ]
-        if taken:
-            raise ValueError(
-                f"gallery {g.path!r} already holds faces named {taken[:3]}: names are unique "
-                "(remove those faces first, or add under other names)"
-            )
-        now = time.time()
-        rows = list(_face_rows(batch, self.next_row, self.update, now))
+        for start in range(0, len(names), BATCH):
+            expr = f"name in {_quote(names[start : start + BATCH])}"
+            taken += [r["name"] for r in g._query(g.collection, expr, ["name"])]
+        return taken
+
+    def _write(self, batch: Batch) -> None:
+        g = self.gallery
+        rows = list(_face_rows(batch, self.next_row, self.update, time.time()))
         for start in range(0, len(rows), BATCH):
             g.client.insert(g.collection, rows[start : start + BATCH])
         self.next_row += len(rows)
@@ -425,7 +420,6 @@ class MilvusTransaction(Transaction):
                 self.next_photo += 1
             if part:
                 g.client.insert(g.photos_collection, part)
-        return len(rows)
 
 
 _FIELDS = ("photos", "paths", "face_index", "boxes", "scores", "landmarks")
