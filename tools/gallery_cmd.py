@@ -88,9 +88,11 @@ def search_gallery(args: argparse.Namespace, queries: np.ndarray, query_file: st
 
 
 # -- face cluster [--gallery GALLERY] -----------------------------------------------------------
-def add_cluster_arguments(p: argparse.ArgumentParser) -> None:
-    from resvision.tasks.face.clustering import METHODS
+# resvision.tasks.face.clustering.METHODS, not imported: the parser is built without numpy
+METHODS = ("threshold", "chinese-whispers")
 
+
+def add_cluster_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--gallery",
         default=None,

@@ -119,3 +119,19 @@ def test_remove_relabel_and_index(crops, capsys):
     assert "search: IVF16,PQ32x4fs: nprobe 8" in capsys.readouterr().out
     assert main(["face", "gallery", "index", g, "--reset"]) == 0
     assert "search: exact" in capsys.readouterr().out
+
+
+def test_the_parser_names_every_clustering_method_without_importing_numpy():
+    import subprocess
+    import sys
+
+    from resvision.tasks.face.clustering import METHODS
+    from resvision.tools import gallery_cmd
+
+    assert gallery_cmd.METHODS == METHODS
+    code = (
+        "import sys\nfrom resvision.tools.cli import build_parser\nbuild_parser()\n"
+        "print('numpy' in sys.modules, 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
