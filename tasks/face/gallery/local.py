@@ -193,14 +193,29 @@ class LocalGallery(Gallery):
             "UPDATE meta SET value = ? WHERE key = ?", [(str(v), k) for k, v in values.items()]
         )
 
+    @contextlib.contextmanager
+    def _snapshot(self):
+        """Reads that see one committed state (a read transaction: WAL keeps it while writers
+        commit), unless already inside an update."""
+        if self.db.in_transaction:
+            yield
+            return
+        self.db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.db.execute("COMMIT")
+
     def _state(self) -> dict[str, Any]:
         """The committed state, its files mapped (cached until the next commit)."""
-        meta = self._meta()
-        key = (meta["version"], meta["vectors"], meta["index"])
-        if self._cache.get("key") == key:
-            return self._cache["state"]
+        with self._snapshot():
+            meta = self._meta()
+            key = (meta["version"], meta["vectors"], meta["index"])
+            if self._cache.get("key") == key:
+                return self._cache["state"]
+            rows = self.db.execute("SELECT row FROM removed")
+            removed = np.array([r for (r,) in rows], np.int64)
         count = int(meta["count"])
-        removed = np.array([r for (r,) in self.db.execute("SELECT row FROM removed")], np.int64)
         state = {
             "count": count,
             "indexed": int(meta["indexed"]),
