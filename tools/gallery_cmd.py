@@ -9,6 +9,8 @@ embeddings file, read whole as before.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from .outputs import check_outputs, plural
 from .tasks import Command
+
+log = logging.getLogger("resvision")
 
 if TYPE_CHECKING:
     import numpy as np
@@ -78,7 +82,17 @@ def search_gallery(args: argparse.Namespace, queries: np.ndarray, query_file: st
     try:
         stated = query_source(query_file)
         if stated is not None and g.source is not None:
-            check_source(g.source, stated, empty=False, where=f"gallery {args.gallery!r}")
+            # queries need the gallery's model and flip; face crops (alignment "none", taken
+            # as aligned) may search faces aligned from landmarks, and the other way round
+            same_alignment = dataclasses.replace(stated, alignment=g.source.alignment)
+            check_source(g.source, same_alignment, empty=False, where=f"gallery {args.gallery!r}")
+            if stated.alignment != g.source.alignment:
+                log.warning(
+                    "the queries were aligned by %s, the gallery's faces by %s: results hold if "
+                    "the crops were aligned as the model was trained",
+                    stated.alignment,
+                    g.source.alignment,
+                )
         scores, names = g.search(queries, args.top_k, labels=args.labels, nprobe=args.nprobe)
         flat = [n for n in names.ravel().tolist() if n]
         labels = dict(zip(flat, g.faces(flat, columns=("label",))["label"].tolist()))

@@ -135,3 +135,20 @@ def test_the_parser_names_every_clustering_method_without_importing_numpy():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_queries_of_another_model_are_refused(crops, capsys, caplog):
+    from resvision.tasks.face import EmbeddingSource
+
+    x = np.load(crops / "crops.npz")
+    g = str(crops / "g")
+    src = EmbeddingSource("128-d 112px sha256:aaaa", "none", True)
+    np.savez(crops / "mine.npz", embeddings=x["embeddings"], names=x["names"], source=src.to_json())
+    assert main(["face", "gallery", "import", str(crops / "mine.npz"), g]) == 0
+    for model, alignment, code in (("sha256:bbbb", "none", 2), ("sha256:aaaa", "norm_crop", 0)):
+        other = EmbeddingSource(f"128-d 112px {model}", alignment, True)
+        q = crops / f"q-{alignment}.npz"
+        np.savez(q, embeddings=x["embeddings"][:3], names=x["names"][:3], source=other.to_json())
+        assert main(["face", "search", "--gallery", g, "--query", str(q)]) == code
+    assert "(model differ)" in capsys.readouterr().err
+    assert "aligned by norm_crop" in caplog.text  # another alignment: said, not refused
