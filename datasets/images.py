@@ -1,9 +1,8 @@
 """Reading images and label maps, with errors that name the file; what predictors accept as an
-image (paths, arrays, PIL images, tensors) and the files a command line names."""
+image (paths, arrays, PIL images, tensors)."""
 
 from __future__ import annotations
 
-import glob
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+from .inputs import IMAGE_SUFFIXES
 
 
 class ImageReadError(ValueError):
@@ -34,6 +33,21 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
             "or not an image; replace or remove it"
         )
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def encode_rgb(image: np.ndarray, suffix: str = ".jpg") -> bytes:
+    """An ``(H, W, 3)`` uint8 RGB image encoded as ``suffix`` says (``.jpg``, ``.png``...), for
+    writing atomically."""
+    ok, data = cv2.imencode(suffix, cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError(f"cannot encode an image as {suffix!r}")
+    return data.tobytes()
+
+
+def read_rgb_tensor(path: str | os.PathLike, extra: object = None) -> torch.Tensor:
+    """:func:`read_rgb` as an ``(H, W, 3)`` uint8 tensor (worker processes hand tensors over in
+    shared memory); ``extra`` is ignored (the bulk path's loader signature)."""
+    return torch.from_numpy(read_rgb(path))
 
 
 def read_first_readable(
@@ -121,6 +135,12 @@ def image_to_tensor(image: ImageInput) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1)
 
 
+def load_image_tensor(image: ImageInput, extra: object = None) -> torch.Tensor:
+    """:func:`image_to_tensor` in the bulk path's loader signature (``extra`` is ignored):
+    what the predictors' decoding workers hand over."""
+    return image_to_tensor(image)
+
+
 def as_image_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
     """One image or several: a single path, PIL image, ``(H, W, 3)`` array or ``(3, H, W)``
     tensor becomes a list of one; an ``(N, H, W, 3)`` array or ``(N, 3, H, W)`` tensor a list of
@@ -130,23 +150,3 @@ def as_image_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]
     if isinstance(images, np.ndarray | torch.Tensor):
         return list(images) if images.ndim == 4 else [images]
     return list(images)
-
-
-def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
-    """Files as given; folders expanded to their images (recursively, sorted); shell-style
-    patterns (``photos/*.jpg``) expanded when the shell did not."""
-    out: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            out += list_images(path)
-        elif path.is_file():
-            out.append(path)
-        elif glob.has_magic(str(item)):
-            matches = sorted(Path(m) for m in glob.glob(str(item), recursive=True))
-            out += [m for m in matches if m.is_file() and m.suffix.lower() in IMAGE_SUFFIXES]
-        else:
-            raise FileNotFoundError(f"input {str(item)!r} is neither an image file nor a folder")
-    if not out:
-        raise FileNotFoundError(f"no images found in {[str(i) for i in inputs]}")
-    return out

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .images import IMAGE_SUFFIXES, ImageReadError, read_label_map, read_rgb
+from .images import ImageReadError, read_label_map, read_rgb
+from .inputs import IMAGE_SUFFIXES
 from .synthetic import SHAPE_CLASSES, make_scene
 
 VOC_CLASSES = (

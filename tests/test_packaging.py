@@ -254,5 +254,10 @@ def test_every_task_package_has_the_layout_the_readme_describes():
     for name in packages:
         missing = [f for f in files if not (REPO / "tasks" / name / f"{f}.py").is_file()]
         assert not missing, (name, missing)
-    assert {v.rsplit(".", 1)[1] for v in TASKS.values()} == packages
+    assert {v.split(":")[0].split(".")[2] for v in TASKS.values()} == packages
+    for where in TASKS.values():  # the table names each task's class, as grep finds it
+        module, cls = where.split(":")
+        assert (
+            f"class {cls}(" in (REPO / Path(*module.split(".")[1:])).with_suffix(".py").read_text()
+        )
     assert "A new task" in (REPO / "README.md").read_text()

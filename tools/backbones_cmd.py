@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .tasks import HelpFormatter
+from .tasks import Command
 
 
 def backbone_rows(pattern: str = "*", output_stride: int | None = None) -> list[list[object]]:
@@ -44,14 +44,7 @@ def backbone_rows(pattern: str = "*", output_stride: int | None = None) -> list[
 HEADERS = ("name", "params (M)", "levels name:channels/stride", "mean (RGB)", "std (RGB)")
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "backbones",
-        help="list registered backbones with their levels and normalization",
-        description="List registered backbones: parameters (without classifier), each level's "
-        "name, channels and stride, and the input normalization of their default weights.",
-        formatter_class=HelpFormatter,
-    )
+def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "pattern", nargs="?", default="*", help="shell-style name pattern, e.g. 'resnet*d'"
     )
@@ -61,7 +54,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="report strides at this output stride (8/16/32; default: each family's native)",
     )
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,3 +61,12 @@ def run(args: argparse.Namespace) -> int:
 
     print(format_table(HEADERS, backbone_rows(args.pattern, args.output_stride), floatfmt=".2f"))
     return 0
+
+
+BACKBONES = Command(
+    "list registered backbones with their levels and normalization",
+    _arguments,
+    run,
+    description="List registered backbones: parameters (without classifier), each level's "
+    "name, channels and stride, and the input normalization of their default weights.",
+)

@@ -63,6 +63,14 @@ FACE = _command("face", "ArcFace training samples/s, the verification protocol's
 DEPTH = _command(
     "depth", "activation checkpointing: a training step's memory and time (ResNet-101)"
 )
+FACE_DETECTION = _command(
+    "face_detection",
+    "ours vs the PyTorch port's RetinaFace: images/s, identical detections, training step",
+)
+PREDICT = _command(
+    "predict",
+    "a collection of image files: the loop before the bulk path against it (workers), memory",
+)
 GALLERY = _command(
     "gallery",
     "face galleries: open time, search vs exact, add cost, clustering (100k-1M faces)",

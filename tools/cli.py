@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING
 
 from resvision.tasks.engine.errors import NonFiniteLossError
 
-from . import backbones_cmd, demo, depth_cmd, face_cmd, train_cmd
-from .tasks import COMMANDS, Command, HelpFormatter, command, task_names
+from .tasks import COMMANDS, VERBS, Command, HelpFormatter, command
 from .train_cmd import add_debug_argument, parse_dotted
 
 if TYPE_CHECKING:
@@ -34,12 +33,6 @@ USER_ERRORS = (
     PermissionError,
 )
 
-VERBS = {
-    "predict": "run a trained model on images and write the results",
-    "export": "export a trained model (ONNX) and check it against PyTorch",
-    "benchmark": "time training and inference against the reference implementation",
-}
-
 
 def version() -> str:
     try:
@@ -48,7 +41,13 @@ def version() -> str:
         return "unknown (not installed)"
 
 
-def add_command(sub: argparse._SubParsersAction, name: str, cmd: Command, prog: str) -> None:
+def add_command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    cmd: Command,
+    prog: str,
+    tasks: Mapping[str, Task] | None,
+) -> None:
     p = sub.add_parser(
         name,
         help=cmd.help,
@@ -57,13 +56,17 @@ def add_command(sub: argparse._SubParsersAction, name: str, cmd: Command, prog: 
         add_help=not cmd.passthrough,
         formatter_class=HelpFormatter,
     )
-    cmd.add_arguments(p)
+    if cmd.takes_tasks:
+        cmd.add_arguments(p, tasks)
+    else:
+        cmd.add_arguments(p)
     if not cmd.passthrough:
         add_debug_argument(p)
     p.set_defaults(func=cmd.run, passthrough=cmd.passthrough)
 
 
 def build_parser(tasks: Mapping[str, Task] | None = None) -> argparse.ArgumentParser:
+    """The whole command line, from the table :data:`.tasks.COMMANDS`."""
     parser = argparse.ArgumentParser(
         prog="resvision",
         description="Downstream vision on residual networks: backbones, detection, "
@@ -72,30 +75,22 @@ def build_parser(tasks: Mapping[str, Task] | None = None) -> argparse.ArgumentPa
     parser.add_argument("--version", action="version", version=f"resvision {version()}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    backbones_cmd.add_parser(sub)
-    train_cmd.add_parsers(sub, task_names(tasks), tasks)
-    for verb, text in VERBS.items():
-        p = sub.add_parser(
-            verb,
-            help=text,
-            description=f"{text[0].upper()}{text[1:]}: `resvision {verb} TASK "
-            "--help` lists the task's options.",
-        )
-        per_task = p.add_subparsers(dest="task", metavar="TASK", required=True)
-        for (v, task), _ in COMMANDS.items():
-            if v == verb:
-                add_command(per_task, task, command(verb, task), f"resvision {verb}")
-    p = sub.add_parser(
-        "face",
-        help="face pipeline: embed, search, verify, cluster, convert",
-        description="The face-embedding pipeline.",
-    )
-    face = p.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
-    for name, cmd in face_cmd.SUBCOMMANDS.items():
-        add_command(face, name, cmd, "resvision face")
-    demo.add_parser(sub)
-    depth_cmd.add_parser(sub)
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for verb, name in COMMANDS:
+        cmd = command(verb, name)
+        if name is None:
+            add_command(sub, verb, cmd, "resvision", tasks)
+            continue
+        if verb not in groups:
+            text, description = VERBS[verb]
+            p = sub.add_parser(verb, help=text, description=description)
+            groups[verb] = p.add_subparsers(dest="task", metavar=_metavar(verb), required=True)
+        add_command(groups[verb], name, cmd, f"resvision {verb}", tasks)
     return parser
+
+
+def _metavar(verb: str) -> str:
+    return {"face": "SUBCOMMAND", "depth": "EXPERIMENT", "benchmark": "NAME"}.get(verb, "TASK")
 
 
 def _passthrough_args(argv: list[str], args: argparse.Namespace) -> list[str]:

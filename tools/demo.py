@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .backbones_cmd import HEADERS, backbone_rows
-from .tasks import HelpFormatter
+from .tasks import Command
 
 if TYPE_CHECKING:
     import numpy as np
@@ -207,21 +207,11 @@ DEMOS = {
 }
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "demo",
-        help="the built-in demo (no download): backbones, then each task on synthetic data",
-        description="The built-in demo, what `make demo` runs: the backbone registry on a real "
-        "photo, then each task trained from scratch and evaluated on its built-in synthetic "
-        "data, on the CPU, with no download, ending with the face pipeline (photos -> faces "
-        "-> embeddings -> identities). Runs, predictions and plots go under --out.",
-        formatter_class=HelpFormatter,
-    )
+def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", help="folder for the demo's runs")
     p.add_argument(
         "--only", nargs="+", choices=list(DEMOS), default=list(DEMOS), help="parts to run"
     )
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -229,3 +219,14 @@ def run(args: argparse.Namespace) -> int:
     for part in args.only:
         DEMOS[part](out)
     return 0
+
+
+DEMO = Command(
+    "the built-in demo (no download): backbones, then each task on synthetic data",
+    _arguments,
+    run,
+    description="The built-in demo, what `make demo` runs: the backbone registry on a real "
+    "photo, then each task trained from scratch and evaluated on its built-in synthetic data, "
+    "on the CPU, with no download, ending with the face pipeline (photos -> faces -> "
+    "embeddings -> identities). Runs, predictions and plots go under --out.",
+)

@@ -10,6 +10,8 @@ import argparse
 import time
 from pathlib import Path
 
+from .tasks import Command
+
 
 def _depths(text: str) -> tuple[int, ...]:
     try:
@@ -20,94 +22,65 @@ def _depths(text: str) -> tuple[int, ...]:
         ) from None
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "depth",
-        help="what the shortcut does: gradients by block, the degradation experiment",
-        description="Measure what the residual connection does: gradient norms block by block "
-        "with and without shortcuts, and He et al.'s degradation experiment (plain vs residual "
-        "nets of several depths, same recipe).",
-    )
-    verbs = p.add_subparsers(dest="depth_command", metavar="{gradients,degradation}", required=True)
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-
-    g = verbs.add_parser(
-        "gradients",
-        help="gradient norm of every block's parameters and input, residual vs plain",
-        description="One forward/backward pass of a freshly initialised backbone (linear "
-        "classifier on its last level, cross-entropy): the gradient norm of every block's "
-        "parameters and of every block's input, first block to last; with --plain also for the "
-        "same net without shortcuts. Prints a table and the first/last ratios, writes a "
-        "log-scale plot.",
-        formatter_class=fmt,
-    )
-    g.add_argument("--backbone", required=True, help="a registered name, e.g. cifar_resnet110")
-    g.add_argument(
+def _gradients_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backbone", required=True, help="a registered name, e.g. cifar_resnet110")
+    p.add_argument(
         "--plain",
         action="store_true",
         help="also the same net without shortcuts, side by side (CIFAR families)",
     )
-    g.add_argument(
+    p.add_argument(
         "--images",
         default=None,
         metavar="FOLDER",
         help="photos to use as the batch (default: the built-in synthetic shapes)",
     )
-    g.add_argument("--batch-size", type=int, default=16)
-    g.add_argument(
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument(
         "--size",
         type=int,
         default=None,
         help="image side in pixels (default: 8x the output stride, 32 for the CIFAR nets)",
     )
-    g.add_argument(
+    p.add_argument(
         "--eval-bn",
         action="store_true",
         help="batch norm with its running statistics (eval mode) instead of batch statistics",
     )
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument(
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
         "--output",
         default=None,
         metavar="PNG",
         help="the plot (default: depth_gradients_BACKBONE.png in the current folder)",
     )
-    g.add_argument("--overwrite", action="store_true", help="replace an existing plot")
-    g.set_defaults(func=run_gradients)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing plot")
 
-    d = verbs.add_parser(
-        "degradation",
-        help="train plain and residual CIFAR nets of several depths, plot their training loss",
-        description="He et al. 2015, Figure 6, at CPU scale: plain and residual "
-        "cifar_resnet{depth} nets trained on the built-in synthetic 32 px set with the same "
-        "recipe and seed. Prints the final losses and errors, writes the loss curves "
-        "(degradation.png) and every curve (degradation.json) into --output-dir.",
-        formatter_class=fmt,
-    )
-    d.add_argument("--depths", type=_depths, default=(20, 56, 110), help="e.g. 20,56,110")
-    d.add_argument("--iterations", type=int, default=400)
-    d.add_argument("--batch-size", type=int, default=32)
-    d.add_argument("--lr", type=float, default=0.05)
-    d.add_argument("--warmup-iterations", type=int, default=100)
-    d.add_argument("--num-train", type=int, default=5000)
-    d.add_argument("--num-val", type=int, default=1000)
-    d.add_argument("--size", type=int, default=32, help="image side in pixels")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument(
+
+def _degradation_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--depths", type=_depths, default=(20, 56, 110), help="e.g. 20,56,110")
+    p.add_argument("--iterations", type=int, default=400)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--warmup-iterations", type=int, default=100)
+    p.add_argument("--num-train", type=int, default=5000)
+    p.add_argument("--num-val", type=int, default=1000)
+    p.add_argument("--size", type=int, default=32, help="image side in pixels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
         "--variants",
         type=lambda t: tuple(v.strip() for v in t.split(",") if v.strip()),
         default=("plain", "residual"),
         help="plain, residual or plain,residual",
     )
-    d.add_argument(
+    p.add_argument(
         "--zero-init-residual",
         action="store_true",
         help="start the residual nets' blocks as identities (He et al. 2015 did not)",
     )
-    d.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    d.add_argument("--output-dir", default="runs/depth/degradation")
-    d.add_argument("--overwrite", action="store_true", help="replace existing results")
-    d.set_defaults(func=run_degradation)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--output-dir", default="runs/depth/degradation")
+    p.add_argument("--overwrite", action="store_true", help="replace existing results")
 
 
 def _refuse_existing(paths: list[Path]) -> None:
@@ -195,3 +168,24 @@ def run_degradation(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     print(f"wrote {D.plot(curves, png)} and {D.save_json(curves, cfg, record)}")
     return 0
+
+
+GRADIENTS = Command(
+    "gradient norm of every block's parameters and input, residual vs plain",
+    _gradients_arguments,
+    run_gradients,
+    description="One forward/backward pass of a freshly initialised backbone (linear "
+    "classifier on its last level, cross-entropy): the gradient norm of every block's "
+    "parameters and of every block's input, first block to last; with --plain also for the "
+    "same net without shortcuts. Prints a table and the first/last ratios, writes a "
+    "log-scale plot.",
+)
+DEGRADATION = Command(
+    "train plain and residual CIFAR nets of several depths, plot their training loss",
+    _degradation_arguments,
+    run_degradation,
+    description="He et al. 2015, Figure 6, at CPU scale: plain and residual "
+    "cifar_resnet{depth} nets trained on the built-in synthetic 32 px set with the same "
+    "recipe and seed. Prints the final losses and errors, writes the loss curves "
+    "(degradation.png) and every curve (degradation.json) into --output-dir.",
+)

@@ -46,7 +46,8 @@ def _segmentation_arguments(p: argparse.ArgumentParser) -> None:
 def export_segmentation(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from resvision.datasets.images import expand_inputs, read_rgb
+    from resvision.datasets.images import read_rgb
+    from resvision.datasets.inputs import expand_inputs
     from resvision.tasks.segmentation.export import INPUT_CONTRACT, check, export
     from resvision.tasks.segmentation.model import load_model
 
@@ -54,7 +55,7 @@ def export_segmentation(args: argparse.Namespace) -> int:
     model, _, meta = load_model(args.checkpoint, device="cpu")
     out = export(model, out, opset=args.opset, class_names=meta["class_names"])
     if args.check_images:
-        images = [read_rgb(p) for p in expand_inputs(args.check_images)]
+        images = [read_rgb(i.path) for i in expand_inputs(args.check_images)]
     else:
         rng = np.random.default_rng(0)
         images = [(rng.random((h, w, 3)) * 255).astype(np.uint8) for h, w in ((97, 131), (160, 96))]
@@ -103,7 +104,8 @@ def _detection_arguments(p: argparse.ArgumentParser) -> None:
 def export_detection(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from resvision.datasets.images import expand_inputs, read_rgb
+    from resvision.datasets.images import read_rgb
+    from resvision.datasets.inputs import expand_inputs
     from resvision.tasks.detection.export import check, export, letterbox
     from resvision.tasks.detection.model import load_model
 
@@ -114,7 +116,7 @@ def export_detection(args: argparse.Namespace) -> int:
     out = export(model, out, size, args.opset, class_names=meta["class_names"])
     if args.check_images:
         files = expand_inputs(args.check_images)
-        images = [letterbox(read_rgb(f), size)[0].transpose(2, 0, 1) for f in files]
+        images = [letterbox(read_rgb(f.path), size)[0].transpose(2, 0, 1) for f in files]
     else:
         rng = np.random.default_rng(0)
         images = [(rng.random((3, *size)) * 255).astype(np.uint8) for _ in range(3)]
@@ -175,4 +177,62 @@ FACE = Command(
     export_face,
     description="Export the embedding model to ONNX with a dynamic batch dimension, checked "
     "against PyTorch with onnxruntime.",
+)
+
+
+# -- face detection ----------------------------------------------------------------------------
+def _face_detection_arguments(p: argparse.ArgumentParser) -> None:
+    add_common_arguments(p, tolerance=1e-2, what="box or landmark difference in pixels")
+    p.add_argument(
+        "--check-images",
+        nargs="*",
+        default=[],
+        help="photos to check on, one at a time at their own size (default: random images)",
+    )
+
+
+def export_face_detection(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from resvision.datasets.images import read_rgb
+    from resvision.datasets.inputs import expand_inputs
+    from resvision.tasks.face_detection.export import CONTRACT, check
+    from resvision.tasks.face_detection.export import export as export_model
+    from resvision.tasks.face_detection.model import load_model
+
+    out = output_path(args)
+    model, _, _ = load_model(args.checkpoint, device="cpu")
+    out = export_model(model, out, opset=args.opset)
+    if args.check_images:
+        batches = [
+            read_rgb(f.path).transpose(2, 0, 1)[None].astype(np.float32)
+            for f in expand_inputs(args.check_images)
+        ]
+    else:  # two sizes and two batch sizes: height, width and batch are dynamic
+        rng = np.random.default_rng(0)
+        batches = [
+            (rng.random(s) * 255).astype(np.float32) for s in ((1, 3, 97, 131), (2, 3, 160, 96))
+        ]
+    ok = True
+    for r in check(model, out, batches):
+        worst = max(r["max_box_diff"], r["max_landmark_diff"])
+        ok &= r["same_count"] and worst <= args.tolerance
+        print(
+            f"{r['shape']}: {r['faces']} faces, same count {r['same_count']}, max difference "
+            f"box {r['max_box_diff']:.2e} px, landmarks {r['max_landmark_diff']:.2e} px, score "
+            f"{r['max_score_diff']:.2e}"
+        )
+    if not ok:
+        print(f"FAILED: onnxruntime and PyTorch disagree (tolerance {args.tolerance} px)")
+        return 1
+    print(f"wrote {out} ({CONTRACT})")
+    return 0
+
+
+FACE_DETECTION = Command(
+    "ONNX with dynamic batch, height and width",
+    _face_detection_arguments,
+    export_face_detection,
+    description="Export the face detector (decoding and NMS included) to ONNX with dynamic "
+    "batch, height and width, checked against PyTorch with onnxruntime.",
 )

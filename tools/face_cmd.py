@@ -1,38 +1,16 @@
-"""``resvision face embed|search|verify|cluster|convert``: the face-embedding pipeline."""
+"""``resvision face search|verify|cluster|convert``: the face-embedding pipeline (``face embed`` is
+``predict face``, ``face gallery`` is in :mod:`.gallery_cmd`)."""
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 from pathlib import Path
 
-from . import gallery_cmd, predict
+from . import gallery_cmd
 from .outputs import BatchReport, check_outputs, ensure_writable, plural
 from .tasks import Command
-
-
-def load_embeddings(path: str):
-    """``(embeddings (N, D) float32, names (N,))`` of an .npz written by ``face embed``."""
-    import numpy as np
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(
-            f"embedding file {path!r} does not exist (write one with `resvision face embed`)"
-        )
-    not_embeddings = ValueError(
-        f"{path!r} is not an embedding file: give an .npz written by `resvision face embed` "
-        "(arrays 'embeddings' and 'names')"
-    )
-    try:
-        data = np.load(p, allow_pickle=False)
-    except (ValueError, OSError, EOFError):
-        raise not_embeddings from None
-    if not hasattr(data, "files") or "embeddings" not in data or "names" not in data:
-        raise not_embeddings
-    return data["embeddings"].astype(np.float32), data["names"]
 
 
 def load_gallery(path: str, flag: str):
@@ -40,6 +18,7 @@ def load_gallery(path: str, flag: str):
     photos: it knows where each face is)."""
     import numpy as np
 
+    from resvision.tasks.face.inference import load_embeddings
     from resvision.tasks.pipelines.face import FaceGallery
 
     load_embeddings(path)  # the same errors for files that are not embeddings at all
@@ -123,7 +102,7 @@ def _search_npz(args: argparse.Namespace, query):
     """``(scores, names, labels by name)`` of an exact search in an .npz gallery."""
     import numpy as np
 
-    from resvision.tasks.face.inference import search
+    from resvision.tasks.face.inference import load_embeddings, search
 
     if args.labels or args.nprobe:
         raise ValueError("--labels and --nprobe search a gallery (face gallery import FILE.npz G)")
@@ -139,6 +118,8 @@ def _search_npz(args: argparse.Namespace, query):
 
 
 def search(args: argparse.Namespace) -> int:
+    from resvision.tasks.face.inference import load_embeddings
+
     npz = gallery_cmd.is_npz(args.gallery)
     _check_json(args, [args.query, *([args.gallery] if npz else [])])
     query, qnames = load_embeddings(args.query)
@@ -227,65 +208,30 @@ def _verify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a --plot file that exists")
 
 
-def embedding_pairs(labels, max_negatives: int, seed: int = 0):
-    """``(first, second, issame)`` index arrays over every pair ``i < j`` of ``labels`` with
-    the same label and at most ``max_negatives`` of the others (drawn without replacement)."""
-    import numpy as np
-
-    labels = np.asarray(labels)
-    n = len(labels)
-    _, ids = np.unique(labels, return_inverse=True)
-    order = np.argsort(ids, kind="stable")
-    starts = np.flatnonzero(np.r_[True, np.diff(ids[order]) != 0, True])
-    pos = [
-        np.stack(np.triu_indices(b - a, 1)) + a for a, b in itertools.pairwise(starts) if b - a > 1
-    ]
-    pos = order[np.concatenate(pos, 1)] if pos else np.zeros((2, 0), np.int64)
-    rng = np.random.default_rng(seed)
-    if n * (n - 1) // 2 <= 4_000_000:  # every pair fits in memory: choose among them
-        i, j = np.triu_indices(n, 1)
-        keep = np.flatnonzero(ids[i] != ids[j])
-        if keep.size > max_negatives:
-            keep = np.sort(rng.choice(keep, max_negatives, replace=False))
-        neg = np.stack([i[keep], j[keep]])
-    else:  # sample pairs i < j until enough distinct different-person pairs are found
-        found: set[tuple[int, int]] = set()
-        while len(found) < max_negatives:
-            a = rng.integers(0, n, 2 * (max_negatives - len(found)) + 16)
-            b = rng.integers(0, n, a.size)
-            lo, hi = np.minimum(a, b), np.maximum(a, b)
-            for x, y in zip(lo[ids[lo] != ids[hi]].tolist(), hi[ids[lo] != ids[hi]].tolist()):
-                if len(found) < max_negatives:
-                    found.add((x, y))
-        neg = np.array(sorted(found)).T
-    first = np.concatenate([pos[0], neg[0]])
-    second = np.concatenate([pos[1], neg[1]])
-    issame = np.r_[np.ones(pos.shape[1], bool), np.zeros(neg.shape[1], bool)]
-    shuffle = rng.permutation(first.size)  # folds mix both kinds
-    return first[shuffle], second[shuffle], issame[shuffle]
-
-
 def _face_labels(path: str) -> list[str]:
-    """A gallery's ``labels``; for face crops, the folder of each name (``alice/1.jpg``)."""
+    """A file's labels (:func:`~resvision.tasks.face.evaluation.face_labels`), its name in
+    the error."""
     import numpy as np
+
+    from resvision.tasks.face.evaluation import face_labels
 
     with np.load(path, allow_pickle=False) as data:
-        if "labels" in data:
-            return [str(v) for v in data["labels"]]
-        names = [str(v) for v in data["names"]]
-    if not all("/" in n for n in names):
-        raise ValueError(
-            f"{path!r} does not say who each face is: verification needs face crops in one "
-            "folder per person (alice/1.jpg) or a gallery of photos in such folders"
-        )
-    return [n.rsplit("/", 1)[0] for n in names]
+        labels, names = data.get("labels"), data["names"]
+    try:
+        return face_labels(names, labels)
+    except ValueError as e:
+        raise ValueError(f"{path!r}: {e}") from None
 
 
 def _verify_embeddings(args: argparse.Namespace):
     import numpy as np
 
+    from resvision.tasks.face.inference import load_embeddings
+
     vectors, _ = load_embeddings(args.embeddings)
     labels = _face_labels(args.embeddings)
+    from resvision.tasks.face.evaluation import embedding_pairs
+
     first, second, issame = embedding_pairs(labels, args.max_pairs)
     people = len(set(labels))
     if issame.all() or not issame.any():
@@ -403,6 +349,7 @@ def _groups(names, ids) -> list[list[str]]:
 
 def cluster(args: argparse.Namespace) -> int:
     from resvision.tasks.face.clustering import cluster_graph, exact_knn, saturated
+    from resvision.tasks.face.inference import load_embeddings
 
     if bool(args.embeddings) == bool(args.gallery):
         raise ValueError("give an .npz of `resvision face embed`, or --gallery GALLERY")
@@ -480,37 +427,33 @@ def convert(args: argparse.Namespace) -> int:
     return 0
 
 
-SUBCOMMANDS = {
-    "embed": predict.FACE,
-    "search": Command(
-        "nearest gallery faces for each query (faiss)",
-        _search_arguments,
-        search,
-        description="Nearest gallery faces for each query (cosine): in a gallery (exact, or "
-        "its index above 50,000 faces) or an .npz (exact).",
-    ),
-    "verify": Command(
-        "the 10-fold verification protocol on pairs.txt, a .bin set or a labelled gallery",
-        _verify_arguments,
-        verify,
-        description="InsightFace's 10-fold verification protocol on an LFW-style pairs.txt, a "
-        ".bin set, or every pair of faces of an embeddings file whose faces are labelled "
-        "(--embeddings), plus TAR@FAR and calibrated thresholds.",
-    ),
-    "cluster": Command(
-        "group faces by a cosine threshold; near-duplicates",
-        _cluster_arguments,
-        cluster,
-        description="Group faces from each face's --k nearest neighbours: the links above "
-        "--threshold, as connected components or by Chinese whispers (--method); list "
-        "near-duplicates; with --labels, score the clusters against who each face is.",
-    ),
-    "gallery": gallery_cmd.GALLERY,
-    "convert": Command(
-        "identity folder <-> InsightFace RecordIO",
-        _convert_arguments,
-        convert,
-        description="Convert between identity folders and InsightFace RecordIO (.rec + .idx), "
-        "without MXNet.",
-    ),
-}
+SEARCH = Command(
+    "nearest gallery faces for each query (faiss)",
+    _search_arguments,
+    search,
+    description="Nearest gallery faces for each query (cosine): in a gallery (exact, or its "
+    "index above 50,000 faces) or an .npz (exact).",
+)
+VERIFY = Command(
+    "the 10-fold verification protocol on pairs.txt, a .bin set or a labelled gallery",
+    _verify_arguments,
+    verify,
+    description="InsightFace's 10-fold verification protocol on an LFW-style pairs.txt, a .bin "
+    "set, or every pair of faces of an embeddings file whose faces are labelled (--embeddings), "
+    "plus TAR@FAR and calibrated thresholds.",
+)
+CLUSTER = Command(
+    "group faces by a cosine threshold; near-duplicates",
+    _cluster_arguments,
+    cluster,
+    description="Group faces from each face's --k nearest neighbours: the links above "
+    "--threshold, as connected components or by Chinese whispers (--method); list "
+    "near-duplicates; with --labels, score the clusters against who each face is.",
+)
+CONVERT = Command(
+    "identity folder <-> InsightFace RecordIO",
+    _convert_arguments,
+    convert,
+    description="Convert between identity folders and InsightFace RecordIO (.rec + .idx), "
+    "without MXNet.",
+)

@@ -42,21 +42,6 @@ def cosine_threshold(face_run: Path, far: str = "1e-2") -> float:
     return float(evaluate_embeddings(vectors, vset.issame)[f"threshold_cos@far{far}"])
 
 
-def purity(clusters, people) -> tuple[float, float]:
-    """(purity, inverse purity): the share of faces in their cluster's main person, and of
-    faces in their person's main cluster."""
-    import numpy as np
-
-    def share(a, b) -> float:
-        total = 0
-        for value in np.unique(a):
-            total += np.bincount(b[a == value]).max()
-        return total / len(a)
-
-    clusters, people = np.asarray(clusters), np.asarray(people)
-    return share(clusters, people), share(people, clusters)
-
-
 def build_gallery(folder: Path, found, people: list[str]):
     """The demo's gallery of every detected face (the previous run's replaced): embeddings
     with photo, box, score and landmarks, labelled by person where the face is real."""
@@ -91,6 +76,7 @@ def demo_face_detection(out: Path) -> None:
     from resvision.tasks.engine.loop import train
     from resvision.tasks.face.clustering import METHODS, cluster_scores
     from resvision.tasks.face.config import FaceConfig
+    from resvision.tasks.face.evaluation import purity
     from resvision.tasks.face.inference import Embedder
     from resvision.tasks.face_detection.config import PRESETS
     from resvision.tasks.face_detection.inference import FaceDetector

@@ -14,7 +14,7 @@ import logging
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .outputs import check_outputs, plural
 from .tasks import Command
@@ -197,121 +197,64 @@ def print_scores(ids, labels, method: str) -> dict[str, float] | None:
 
 
 # -- face embed --gallery GALLERY ---------------------------------------------------------------
-def embed_into_gallery(path: str, batches, *, source: EmbeddingSource, dim: int):
-    """Add what ``batches`` yields (dicts of :meth:`Gallery.add` arguments) to the gallery at
-    ``path`` in one atomic update (the gallery is created when there is none): a kill before
-    the end leaves it as it was. Returns ``(faces added, gallery size)``."""
-    g = gallery_for_writing(path, dim, source)
-    added = 0
+def gallery_parts(path: str) -> Path:
+    """Where ``face embed --gallery`` keeps its run's parts until they are added: beside a
+    gallery folder (``G.parts``), beside a milvus-lite file (``PATH.db.COLLECTION.parts``), or in
+    the working folder for a Milvus server (``COLLECTION.milvus.parts``)."""
+    if str(path).startswith("milvus:"):
+        from resvision.tasks.face.gallery.milvus import parse
+
+        uri, _, collection = parse(path)
+        if uri.startswith("http://"):
+            return Path(f"{collection}.milvus.parts")
+        return Path(f"{uri}.{collection}.parts")
+    return Path(f"{str(path).rstrip('/')}.parts")
+
+
+def skip_known(args: argparse.Namespace, run, source: EmbeddingSource, dim: int) -> list | None:
+    """Refuse a gallery of another model or width, then leave the photos it holds out of
+    ``run.images``: returns them, or None (after saying so) when no photo is new. A photo (or
+    face crop) is known by its file (the resolved path), so the same folder added twice is
+    read once; a new photo whose gallery name
+    (:func:`~resvision.tasks.face.gallery.writer.photo_name`) another file already holds is
+    refused before any work. When no photo is new, the parts of a run killed after its faces
+    were added (before its parts were removed) go: that run is done."""
+    import shutil
+
+    from resvision.tasks.engine import distributed as D
+    from resvision.tasks.face.gallery.writer import check_writable, photo_name
+
     try:
-        with g.transaction(source=source) as t:
-            for batch in batches:
-                added += t.add(**batch)
-        return added, len(g)
+        g = open_gallery(args.gallery)
+    except FileNotFoundError:
+        return []
+    try:
+        check_writable(g, dim, source)
+        held = g.photos()
     finally:
         g.close()
-
-
-def photo_name(item) -> str:
-    """A photo's (or face crop's) name in a gallery: its name relative to the folder it was
-    found in, behind that folder's own name (``face embed photos/`` names
-    ``photos/alice/1.jpg``), so that two folders added one after the other keep their photos
-    apart and drawings keep relative paths."""
-    depth = len(Path(item.name).parts)
-    root = item.path.resolve().parents[depth - 1]
-    return f"{root.name}/{item.name}" if root.name else item.name
-
-
-def crop_rows(items, vectors) -> dict[str, Any]:
-    """:meth:`Gallery.add` arguments of embedded face crops: each named by
-    :func:`photo_name`, labelled by its folder, remembered by its resolved file."""
-    from resvision.tasks.face.gallery.npz import crop_label
-
-    files = [photo_name(i) for i in items]
-    return {
-        "embeddings": vectors,
-        "names": files,
-        "labels": [crop_label(i.name) for i in items],
-        "photos": files,
-        "paths": [str(i.path.resolve()) for i in items],
-    }
-
-
-def photo_rows(batch, dim: int) -> dict[str, Any]:
-    """:meth:`Gallery.add` arguments of ``(input, PhotoFaces)`` pairs: faces named
-    ``photo#k`` (:func:`photo_name`), labelled by the photo's folder (or its name), and the
-    photos without a face."""
-    import numpy as np
-
-    from resvision.tasks.pipelines.face import person_label
-
-    photos = [(photo_name(i), str(i.path.resolve()), i.name, r) for i, r in batch]
-    faces = [(p, f, n, k) for p, f, n, r in photos for k in range(len(r.scores))]
-    stack = lambda key, shape: np.concatenate(  # noqa: E731
-        [getattr(r, key) for *_, r in photos]
-    ).reshape(-1, *shape)
-    return {
-        "embeddings": stack("embeddings", (dim,)),
-        "names": [f"{p}#{k}" for p, _, _, k in faces],
-        "labels": [person_label(n) for _, _, n, _ in faces],
-        "photos": [p for p, *_ in faces],
-        "paths": [f for _, f, _, _ in faces],
-        "face_index": [k for *_, k in faces],
-        "boxes": stack("boxes", (4,)),
-        "scores": stack("scores", ()),
-        "landmarks": stack("landmarks", (5, 2)),
-        "photos_without_faces": [p for p, _, _, r in photos if not len(r.scores)],
-        "paths_without_faces": [f for _, f, _, r in photos if not len(r.scores)],
-    }
-
-
-def gallery_for_writing(path: str, dim: int, source: EmbeddingSource | None) -> Gallery:
-    """The gallery at ``path``, created (``dim``-d) when there is none; refuses a gallery of
-    another width or model before any work."""
-    from resvision.tasks.face.gallery import Gallery
-    from resvision.tasks.face.gallery.base import check_source
-
-    try:
-        g = Gallery.open(path)
-    except FileNotFoundError:
-        if is_npz(path):
-            raise ValueError(
-                f"--gallery {path!r}: a gallery is a folder (or milvus://...), not an .npz "
-                "(write one with --out)"
-            ) from None
-        return Gallery.create(path, dim, source=source)
-    if g.dim != dim:
-        g.close()
-        raise ValueError(f"gallery {path!r} holds {g.dim}-d embeddings; this model makes {dim}-d")
-    check_source(g.source, source, empty=len(g) == 0, where=f"gallery {path!r}")
-    return g
-
-
-def new_images(path: str, images: list) -> tuple[list, list]:
-    """``(images to embed, images already in the gallery)``: a photo (or face crop) is known by
-    its file (the resolved path), so the same folder added twice is read once. A new photo
-    whose gallery name (:func:`photo_name`) another file already holds is refused before any
-    work."""
-    try:
-        g = open_gallery(path)
-    except FileNotFoundError:
-        return list(images), []
-    try:
-        known = g.photos()
-    finally:
-        g.close()
-    files = set(known["path"].tolist())
-    fresh = [i for i in images if str(i.path.resolve()) not in files]
-    taken = set(known["photo"].tolist()) & {photo_name(i) for i in fresh}
+    files = set(held["path"].tolist())
+    fresh = [i for i in run.images if str(i.path.resolve()) not in files]
+    known = [i for i in run.images if str(i.path.resolve()) in files]
+    taken = set(held["photo"].tolist()) & {photo_name(i.name, i.path) for i in fresh}
     if taken:
-        example = sorted(taken)[0]
         raise ValueError(
-            f"gallery {path!r} already holds a photo named {example!r} from another file "
-            f"({plural(len(taken), 'name')} taken): photos are named by their folder and "
-            "relative path, so give the folder from a parent with another name, or remove "
-            "those photos first (face gallery remove --photos)"
+            f"gallery {args.gallery!r} already holds a photo named {sorted(taken)[0]!r} from "
+            f"another file ({plural(len(taken), 'name')} taken): photos are named by their "
+            "folder and relative path, so give the folder from a parent with another name, or "
+            "remove those photos first (face gallery remove --photos)"
         )
-    return fresh, [i for i in images if str(i.path.resolve()) in files]
+    run.images, run.per_image = fresh, [[] for _ in fresh]
+    if fresh:
+        return known
+    if D.current().is_main:
+        shutil.rmtree(run.parts, ignore_errors=True)  # a finished run's (its faces are there)
+        print(
+            f"nothing new to add to {args.gallery}: "
+            f"{plural(len(known), 'photo' if args.detector else 'image')} already in the "
+            "gallery skipped"
+        )
+    return None
 
 
 # -- face gallery ... ---------------------------------------------------------------------------
@@ -334,6 +277,7 @@ def _import(args: argparse.Namespace) -> int:
     import numpy as np
 
     from resvision.tasks.face.gallery import read_npz
+    from resvision.tasks.face.gallery.writer import open_for_writing
 
     sources = [Path(s) for s in args.files]
     for s in sources:
@@ -345,7 +289,7 @@ def _import(args: argparse.Namespace) -> int:
     if args.checkpoint:
         alignment = args.alignment or ("norm_crop" if "boxes" in first else "none")
         stated = source_of_checkpoint(args.checkpoint, flip=not args.no_flip, alignment=alignment)
-    g = gallery_for_writing(args.gallery, dim, stated or recorded)
+    g = open_for_writing(args.gallery, dim, stated or recorded)
     total = 0
     t0 = time.perf_counter()
     try:

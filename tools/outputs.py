@@ -1,9 +1,10 @@
 """What every command that writes files shares, so that none of them loses a user's file.
 
-- The inputs a command names (files, folders, glob patterns) become :class:`InputImage` items,
-  each with a name relative to the argument it came from (``sub1/img.jpg``), so that every
-  input gets its own output: outputs keep the relative path, and the extension when two inputs
-  share a stem (``img.jpg`` and ``img.png``).
+- The inputs a command names (files, folders, glob patterns) become
+  :class:`~resvision.datasets.inputs.InputImage` items (``expand_inputs``), each with a name
+  relative to the argument it came from (``sub1/img.jpg``), so that every input gets its own
+  output: outputs keep the relative path, and the extension when two inputs share a stem
+  (``img.jpg`` and ``img.png``).
 - :func:`check_outputs` refuses, before any work is done, an output folder that is (or is
   inside) an input folder, an output that would replace an input, existing outputs unless
   ``--overwrite`` is given, and a folder that cannot be written.
@@ -13,7 +14,6 @@
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import tempfile
@@ -22,12 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from resvision.datasets.inputs import InputImage
 from resvision.tasks.engine.progress import progress as progress
 
 log = logging.getLogger("resvision")
 T = TypeVar("T")
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def plural(count: int, word: str, words: str | None = None) -> str:
@@ -35,64 +34,9 @@ def plural(count: int, word: str, words: str | None = None) -> str:
     return f"{count} {word if count == 1 else (words or word + 's')}"
 
 
-@dataclass(frozen=True)
-class InputImage:
-    """An input file and its name relative to the argument that named it (``sub1/img.jpg``)."""
-
-    path: Path
-    name: str
-
-
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
-
-
 def input_folders(items: Sequence[str | os.PathLike]) -> list[Path]:
     """The folders among ``items``: no output may be written into them."""
     return [Path(item) for item in items if Path(item).is_dir()]
-
-
-def collect_inputs(items: Sequence[str | os.PathLike]) -> list[InputImage]:
-    """The images ``items`` name: files as given, folders searched recursively, glob patterns
-    expanded (relative to the pattern's fixed part). The same file named twice counts once."""
-    found: list[InputImage] = []
-    for item in items:
-        path = Path(item)
-        if path.is_dir():
-            found += [InputImage(p, p.relative_to(path).as_posix()) for p in _images_in(path)]
-        elif path.is_file():
-            found.append(InputImage(path, path.name))
-        elif glob.has_magic(str(item)):
-            fixed = []
-            for part in Path(item).parts:
-                if glob.has_magic(part):
-                    break
-                fixed.append(part)
-            base = Path(*fixed) if fixed else Path(".")
-            for m in sorted(glob.glob(str(item), recursive=True)):
-                p = Path(m)
-                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
-                    found.append(InputImage(p, os.path.relpath(p, base).replace(os.sep, "/")))
-        else:
-            raise FileNotFoundError(
-                f"input {str(item)!r} is neither an image file, a folder nor a glob pattern "
-                "that matches files"
-            )
-    unique: dict[Path, InputImage] = {}
-    for image in found:
-        unique.setdefault(image.path.resolve(), image)
-    images = list(unique.values())
-    if not images:
-        raise FileNotFoundError(f"no images found in {[str(i) for i in items]}")
-    names = [i.name for i in images]
-    if len(set(names)) != len(names):  # the same relative name from two arguments
-        root = Path(os.path.commonpath([str(i.path.resolve()) for i in images]))
-        if root.is_file():
-            root = root.parent
-        images = [InputImage(i.path, i.path.resolve().relative_to(root).as_posix()) for i in images]
-    return images
 
 
 def output_stems(images: Sequence[InputImage]) -> dict[Path, str]:

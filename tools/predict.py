@@ -6,25 +6,25 @@ Every command here follows the same rules (:mod:`.outputs`): inputs are files, f
 path; outputs never go into an input folder and never replace an existing file without
 ``--overwrite``; an unreadable image is skipped with a warning that names it and the rest is
 written (``--strict`` stops at the first one instead).
+
+They all run on the engine's bulk path (:mod:`resvision.tasks.engine.bulk`): images are decoded
+in ``--workers`` processes, per-image outputs are written as each batch finishes and the
+aggregated files (COCO results, ``faces.json``, embeddings) are assembled at the end from parts
+kept on disk, so ``--resume`` continues a killed run and ``torchrun --nproc-per-node N -m
+resvision.tools predict ...`` shares the images among N processes.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import time
+import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from .outputs import (
-    BatchReport,
-    InputImage,
-    check_outputs,
-    collect_inputs,
-    input_folders,
-    output_stems,
-    plural,
-    progress,
-)
+from resvision.datasets.inputs import InputImage, expand_inputs
+
+from .outputs import check_outputs, input_folders, output_stems, plural
 from .tasks import Command
 
 
@@ -44,10 +44,7 @@ def add_common_arguments(
     p.add_argument("--out", required=out_required, help=out_help)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=batch_size, help="images per forward pass")
-    p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
-    p.add_argument(
-        "--strict", action="store_true", help="stop at the first unreadable image (exit 1)"
-    )
+    add_bulk_arguments(p)
     p.add_argument(
         "--set",
         nargs="+",
@@ -57,26 +54,159 @@ def add_common_arguments(
     )
 
 
-def read_images(images: list[InputImage], report: BatchReport, desc: str):
-    """``(input, RGB array)`` of each readable image, with progress; unreadable ones skipped."""
-    from resvision.datasets.images import ImageReadError, read_rgb
+def add_bulk_arguments(p: argparse.ArgumentParser) -> None:
+    """``--workers``, ``--resume``, ``--overwrite`` and ``--strict``: what every command on the
+    bulk path takes."""
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes decoding images (0: in the main process; default: half the cores, "
+        "at most 8, shared by the processes of a torchrun launch)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a run of this command that was stopped or killed (same inputs, model "
+        "and options): images already done are not run again",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    p.add_argument(
+        "--strict", action="store_true", help="stop at the first unreadable image (exit 1)"
+    )
 
-    for item in progress(images, total=len(images), desc=desc):
-        try:
-            yield item, read_rgb(item.path)
-        except ImageReadError as e:
-            report.skip(item.name, e)
+
+# -- the output rules of a bulk command ---------------------------------------------------------
+def parts_folder(out: Path, *, file: bool = False) -> Path:
+    """Where a run keeps its parts until it is assembled: ``OUT/.resvision-parts`` for an output
+    folder, ``FILE.parts`` beside an output file."""
+    return out.with_name(out.name + ".parts") if file else out / ".resvision-parts"
 
 
-def _batched(pairs, size: int):
-    batch = []
-    for pair in pairs:
-        batch.append(pair)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def check_bulk_outputs(
+    args: argparse.Namespace,
+    images: list[InputImage],
+    outputs: list[Path],
+    parts: Path,
+) -> None:
+    """The output rules with ``--resume``: an unfinished run is continued only with
+    ``--resume`` (its own outputs may then exist), never mixed into silently. Every rank of a
+    torchrun launch checks (so every rank stops on a problem); call it after
+    :func:`bulk_device`."""
+    from resvision.tasks.engine import distributed as D
+    from resvision.tasks.engine.bulk import unfinished_run
+
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues a run and --overwrite starts it again: give one")
+    unfinished = unfinished_run(parts, len(images))
+    if unfinished and not (args.resume or args.overwrite):
+        raise FileExistsError(unfinished)
+    check_outputs(
+        outputs,
+        inputs=[i.path for i in images],
+        input_folders=input_folders(args.inputs),
+        overwrite=args.overwrite or bool(unfinished and args.resume),
+    )
+    D.barrier()  # under torchrun: every rank has checked before rank 0 creates the parts
+
+
+def bulk_device(args: argparse.Namespace):
+    """This process's device, after joining a torchrun launch (CUDA: ``cuda:LOCAL_RANK``)."""
+    from resvision.tasks.engine.bulk import init_bulk_distributed
+    from resvision.tasks.engine.runtime import resolve_device
+
+    dist = init_bulk_distributed(resolve_device(args.device).type)  # checks --device first
+    return resolve_device(args.device, dist)
+
+
+@dataclass
+class BulkOutputs:
+    """A bulk command's inputs, outputs and device, checked (:func:`prepare_outputs`)."""
+
+    images: list[InputImage]
+    out: Path
+    per_image: list[list[Path]]  # each input's own outputs
+    parts: Path
+    device: Any
+
+
+def prepare_outputs(
+    args: argparse.Namespace, *, endings: tuple[str, ...] = (), aggregated: tuple[str, ...] = ()
+) -> BulkOutputs:
+    """Expand the inputs, name their outputs (``--out`` is a folder: each input's stem plus each
+    of ``endings``, and the ``aggregated`` files; or an ``.npz`` file when ``endings`` and
+    ``aggregated`` are empty), join a torchrun launch and check the output rules."""
+    images = expand_inputs(args.inputs)
+    out = Path(args.out)
+    if endings or aggregated:
+        stems = output_stems(images)
+        per_image = [[out / f"{stems[i.path]}{e}" for e in endings] for i in images]
+        outputs = [p for paths in per_image for p in paths] + [out / f for f in aggregated]
+        parts = parts_folder(out)
+    else:
+        if out.suffix != ".npz":
+            raise ValueError(f"--out {args.out!r}: the embeddings are written as an .npz file")
+        per_image, outputs, parts = [[] for _ in images], [out], parts_folder(out, file=True)
+    device = bulk_device(args)
+    check_bulk_outputs(args, images, outputs, parts)
+    return BulkOutputs(images, out, per_image, parts, device)
+
+
+def depends_on(args: argparse.Namespace, device, **options: Any) -> dict[str, Any]:
+    """What a run's outputs depend on (a resume must match it): the model file's sha256, the
+    overrides and the command's options."""
+    from resvision.tasks.engine.bulk import file_digest
+    from resvision.tasks.engine.checkpoint import resolve_checkpoint
+
+    model = resolve_checkpoint(args.checkpoint)
+    return {
+        "checkpoint": file_digest(model),
+        "set": list(args.set),
+        "device": device.type,
+        "batch_size": args.batch_size,
+        **options,
+    }
+
+
+def run_bulk_command(args: argparse.Namespace, job, run: BulkOutputs, **options):
+    """Run ``job`` on the bulk path; a stop by SIGTERM/SIGINT prints how to resume."""
+    from resvision.tasks.engine.bulk import BulkStopped, run_bulk
+
+    try:
+        result = run_bulk(
+            job,
+            run.images,
+            run.parts,
+            batch_size=options.pop("batch_size", args.batch_size),
+            workers=args.workers,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            strict=args.strict,
+            device=run.device,
+            **options,
+        )
+    except BulkStopped as e:
+        print(
+            f"{e}: {plural(e.done, 'image')} of {len(run.images)} done; continue with the same "
+            "command and --resume",
+            file=sys.stderr,
+        )
+        raise SystemExit(143 if e.signal_name == "SIGTERM" else 130) from None
+    return result
+
+
+def summary(result) -> str:
+    text = plural(result.images, "image")
+    if result.skipped:
+        text += f", {plural(len(result.skipped), 'unreadable input')} skipped"
+    if result.done_before:
+        text += f" ({result.done_before} done before this resume)"
+    return text
+
+
+def exit_code(result) -> int:
+    """0 when something was written; 1 when every input was unreadable."""
+    return 0 if result.images or not result.skipped else 1
 
 
 # -- segmentation ------------------------------------------------------------------------------
@@ -94,57 +224,34 @@ def _segmentation_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def predict_segmentation(args: argparse.Namespace) -> int:
-    import cv2
-    import numpy as np
-
-    from resvision.datasets.segmentation import voc_palette
+    from resvision.tasks.segmentation.bulk import SegmentationBulk
     from resvision.tasks.segmentation.inference import Segmenter
-    from resvision.tasks.segmentation.visualize import (
-        add_legend,
-        overlay,
-        overlay_palette,
-        save_label_png,
-    )
 
-    images = collect_inputs(args.inputs)
-    stems = output_stems(images)
-    out = Path(args.out)
-    outputs = {
-        i.path: (out / f"{stems[i.path]}.png", out / f"{stems[i.path]}_overlay.jpg") for i in images
-    }
-    check_outputs(
-        [p for pair in outputs.values() for p in pair],
-        inputs=[i.path for i in images],
-        input_folders=input_folders(args.inputs),
-        overwrite=args.overwrite,
-    )
+    from .outputs import progress
+
+    run = prepare_outputs(args, endings=(".png", "_overlay.jpg"))
     overrides = list(args.set)
     if args.mode:
         overrides.append(f"inference.mode={args.mode}")
     if args.tta:
         overrides += ["inference.flip=true", "inference.scales=[0.75,1.0,1.25]"]
-    seg = Segmenter.from_checkpoint(args.checkpoint, device=args.device, overrides=overrides)
-    labels_palette, colours = voc_palette(), overlay_palette(len(seg.class_names))
-    counts = np.zeros(len(seg.class_names), np.int64)
-    report = BatchReport(strict=args.strict)
-    t0 = time.perf_counter()
+    seg = Segmenter.from_checkpoint(args.checkpoint, device=str(run.device), overrides=overrides)
     windows = lambda chunks, total: progress(chunks, total=total, desc="windows")  # noqa: E731
-    for batch in _batched(read_images(images, report, "images"), args.batch_size):
-        found = seg.predict([rgb for _, rgb in batch], batch_size=args.batch_size, progress=windows)
-        for (item, rgb), labels in zip(batch, found):
-            counts += np.bincount(labels.reshape(-1), minlength=len(counts))[: len(counts)]
-            label_path, overlay_path = outputs[item.path]
-            label_path.parent.mkdir(parents=True, exist_ok=True)
-            save_label_png(labels, label_path, labels_palette)
-            picture = add_legend(overlay(rgb, labels, colours), labels, seg.class_names, colours)
-            cv2.imwrite(str(overlay_path), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
-            report.done += 1
-    print(f"{report.summary()} in {time.perf_counter() - t0:.1f} s -> {out}")
-    if report.done:
-        share = counts / max(counts.sum(), 1)
+    job = SegmentationBulk(
+        seg,
+        run.per_image,
+        progress=windows,
+        depends_on=depends_on(args, run.device, task="segmentation", mode=args.mode, tta=args.tta),
+    )
+    result = run_bulk_command(args, job, run)
+    if result is None:
+        return 0
+    print(f"{summary(result)} in {result.seconds:.1f} s -> {run.out}")
+    share = result.report["pixel_share"]
+    if result.images:
         shown = ", ".join(f"{n} {100 * s:.1f}%" for n, s in zip(seg.class_names, share) if s > 0)
         print(f"pixel share: {shown}")
-    return report.exit_code()
+    return exit_code(result)
 
 
 SEGMENTATION = Command(
@@ -169,87 +276,30 @@ def _detection_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def predict_detection(args: argparse.Namespace) -> int:
-    import cv2
-
+    from resvision.tasks.detection.bulk import OUTPUT_FILES, DetectionBulk
     from resvision.tasks.detection.inference import Detector
-    from resvision.tasks.detection.visualize import class_colours, draw_detections
 
-    images = collect_inputs(args.inputs)
-    stems = output_stems(images)
-    out = Path(args.out)
-    drawn_paths = {i.path: out / f"{stems[i.path]}.jpg" for i in images}
-    files = [out / "detections.json", out / "coco_results.json", out / "coco_images.json"]
-    check_outputs(
-        [*drawn_paths.values(), *files],
-        inputs=[i.path for i in images],
-        input_folders=input_folders(args.inputs),
-        overwrite=args.overwrite,
+    run = prepare_outputs(args, endings=(".jpg",), aggregated=OUTPUT_FILES)
+    det = Detector.from_checkpoint(args.checkpoint, device=str(run.device), overrides=args.set)
+    job = DetectionBulk(
+        det,
+        run.out,
+        [paths[0] for paths in run.per_image],
+        score_threshold=args.score_threshold,
+        tta=args.tta,
+        depends_on=depends_on(
+            args, run.device, task="detection", score_threshold=args.score_threshold, tta=args.tta
+        ),
     )
-    det = Detector.from_checkpoint(args.checkpoint, device=args.device, overrides=args.set)
-    category_ids = det.category_ids
-    colours = class_colours(len(det.class_names))
-    readable, results, pictures = [], [], []
-    report = BatchReport(strict=args.strict)
-    t0, count = time.perf_counter(), 0
-    for batch in _batched(read_images(images, report, "images"), args.batch_size):
-        found = det.predict([rgb for _, rgb in batch], batch_size=args.batch_size, tta=args.tta)
-        for (item, rgb), r in zip(batch, found):
-            image_id = len(pictures) + 1
-            pictures.append(
-                {
-                    "id": image_id,
-                    "file_name": item.name,
-                    "height": rgb.shape[0],
-                    "width": rgb.shape[1],
-                }
-            )
-            for box, score, label, name in zip(
-                r["boxes"], r["scores"], r["labels"], r["class_names"]
-            ):
-                x1, y1, x2, y2 = (float(v) for v in box)
-                xywh = [round(v, 2) for v in (x1, y1, x2 - x1, y2 - y1)]
-                readable.append(
-                    {
-                        "file_name": item.name,
-                        "category": str(name),
-                        "category_id": int(label),
-                        "bbox": xywh,
-                        "score": round(float(score), 5),
-                    }
-                )
-                results.append(
-                    {
-                        "image_id": image_id,
-                        "category_id": int(category_ids[label - 1]),
-                        "bbox": xywh,
-                        "score": round(float(score), 5),
-                    }
-                )
-            shown = r["scores"] >= args.score_threshold
-            count += int(shown.sum())
-            drawn = draw_detections(
-                rgb,
-                r["boxes"][shown],
-                r["scores"][shown],
-                r["class_names"][shown],
-                colours[r["labels"][shown]],
-            )
-            drawn_paths[item.path].parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(drawn_paths[item.path]), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
-            report.done += 1
-    categories = [{"id": int(c), "name": n} for c, n in zip(category_ids, det.class_names)]
-    (out / "detections.json").write_text(json.dumps(readable, indent=1))
-    (out / "coco_results.json").write_text(json.dumps(results))
-    (out / "coco_images.json").write_text(
-        json.dumps({"images": pictures, "categories": categories}, indent=1)
-    )
-    took = time.perf_counter() - t0
+    result = run_bulk_command(args, job, run)
+    if result is None:
+        return 0
     print(
-        f"{report.summary()}, {plural(count, 'detection')} with score >= "
-        f"{args.score_threshold} in {took:.1f} s -> {out} (drawn images, detections.json, "
-        "COCO results coco_results.json with its image list coco_images.json)"
+        f"{summary(result)}, {plural(result.report['drawn'], 'detection')} with score >= "
+        f"{args.score_threshold} in {result.seconds:.1f} s -> {run.out} (drawn images, "
+        "detections.json, COCO results coco_results.json with its image list coco_images.json)"
     )
-    return report.exit_code()
+    return exit_code(result)
 
 
 DETECTION = Command(
@@ -262,6 +312,53 @@ DETECTION = Command(
 )
 
 
+# -- face detection ----------------------------------------------------------------------------
+def _face_detection_arguments(p: argparse.ArgumentParser) -> None:
+    add_common_arguments(p, batch_size=4)
+    p.add_argument(
+        "--score-threshold",
+        type=float,
+        default=0.5,
+        help="lowest face score drawn and written to faces.json",
+    )
+
+
+def predict_face_detection(args: argparse.Namespace) -> int:
+    from resvision.tasks.face_detection.bulk import FaceDetectionBulk
+    from resvision.tasks.face_detection.inference import FaceDetector
+
+    run = prepare_outputs(args, endings=(".jpg",), aggregated=("faces.json",))
+    det = FaceDetector.from_checkpoint(args.checkpoint, device=str(run.device), overrides=args.set)
+    job = FaceDetectionBulk(
+        det,
+        run.out,
+        [paths[0] for paths in run.per_image],
+        score_threshold=args.score_threshold,
+        depends_on=depends_on(
+            args, run.device, task="face-detection", score_threshold=args.score_threshold
+        ),
+    )
+    result = run_bulk_command(args, job, run)
+    if result is None:
+        return 0
+    print(
+        f"{summary(result)}, {plural(result.report['faces'], 'face')} with score >= "
+        f"{args.score_threshold} in {result.seconds:.1f} s -> {run.out} (drawn images, faces.json: "
+        "box xyxy, score and five landmarks per face)"
+    )
+    return exit_code(result)
+
+
+FACE_DETECTION = Command(
+    "drawn faces (boxes, five landmarks) and a json",
+    _face_detection_arguments,
+    predict_face_detection,
+    description="Detect faces with their five landmarks; write every image with its faces "
+    "drawn (under its relative path) and faces.json (per image: box xyxy, score, landmarks: "
+    "left eye, right eye, nose tip, left and right mouth corner).",
+)
+
+
 # -- face embeddings ---------------------------------------------------------------------------
 def _face_arguments(p: argparse.ArgumentParser) -> None:
     add_common_arguments(
@@ -271,8 +368,8 @@ def _face_arguments(p: argparse.ArgumentParser) -> None:
         "--gallery",
         default=None,
         help="add the faces to this gallery instead of writing an .npz (a folder, created when "
-        "missing, or milvus://HOST:PORT/COLLECTION), in one atomic update; photos already in "
-        "it are skipped",
+        "missing, or milvus://HOST:PORT/COLLECTION), in one atomic update at the end; photos "
+        "already in it are skipped; --resume continues a killed run",
     )
     p.add_argument("--no-flip", action="store_true", help="no flip test-time augmentation")
     p.add_argument(
@@ -304,180 +401,178 @@ def _face_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _face_output(args: argparse.Namespace, images) -> tuple[list, list]:
-    """Check ``--out`` or ``--gallery`` before any work: ``(images to read, images already in
-    the gallery)``."""
-    from . import gallery_cmd
-
-    if bool(args.out) == bool(args.gallery):
-        raise ValueError("give --out FILE.npz or --gallery GALLERY (one of them)")
-    if args.gallery:
-        return gallery_cmd.new_images(args.gallery, images)
-    out = Path(args.out)
-    if out.suffix != ".npz":
-        raise ValueError(f"--out {args.out!r}: the embeddings are written as an .npz file")
-    check_outputs([out], inputs=[i.path for i in images], overwrite=args.overwrite)
-    return images, []
-
-
-def _source(emb, args: argparse.Namespace, alignment: str):
-    from resvision.tasks.face.gallery import EmbeddingSource
-
-    return EmbeddingSource(emb.fingerprint, alignment, not args.no_flip)
-
-
 def embed_faces(args: argparse.Namespace) -> int:
     if getattr(args, "detector", None):
         return embed_detected_faces(args)
     import numpy as np
 
     from resvision.datasets.face import read_landmarks
+    from resvision.tasks.engine.bulk import file_digest
+    from resvision.tasks.face.bulk import EmbeddingsBulk
+    from resvision.tasks.face.gallery import EmbeddingSource
+    from resvision.tasks.face.gallery.writer import GalleryOutput
     from resvision.tasks.face.inference import Embedder
 
-    images, known = _face_output(args, collect_inputs(args.inputs))
-    table = read_landmarks(args.landmarks) if args.landmarks else None
-    if table is not None:
+    run = _face_outputs(args)
+    emb = Embedder.from_checkpoint(args.checkpoint, device=str(run.device), overrides=args.set)
+    alignment = "norm_crop" if args.landmarks else "none"
+    source = EmbeddingSource(emb.fingerprint, alignment, not args.no_flip)
+    known = _skip_known(args, run, source, emb.model.embedding_size)
+    if known is None:
+        return 0
+    images, extras = run.images, None
+    if args.landmarks:
+        table = read_landmarks(args.landmarks)
         missing = [i.name for i in images if i.name not in table]
         if missing:
             raise ValueError(
                 f"{plural(len(missing), 'image')} have no landmarks in {args.landmarks}, e.g. "
                 f"{missing[:3]}"
             )
-    emb = Embedder.from_checkpoint(args.checkpoint, device=args.device, overrides=args.set)
-    source = _source(emb, args, "norm_crop" if table is not None else "none")
-    report = BatchReport(strict=args.strict)
-    t0 = time.perf_counter()
-
-    def batches():
-        for batch in _batched(read_images(images, report, "images"), args.batch_size):
-            marks = [table[item.name] for item, _ in batch] if table is not None else None
-            found = emb.embed([rgb for _, rgb in batch], landmarks=marks, flip=not args.no_flip)
-            report.done += len(batch)
-            yield [item for item, _ in batch], found
-
+        extras = np.stack([np.asarray(table[i.name], np.float32).reshape(5, 2) for i in images])
+    job = EmbeddingsBulk(
+        emb,
+        GalleryOutput(args.gallery, source) if args.gallery else run.out,
+        source=source,
+        flip=not args.no_flip,
+        depends_on=depends_on(
+            args,
+            run.device,
+            task="face",
+            flip=not args.no_flip,
+            landmarks=file_digest(args.landmarks) if args.landmarks else None,
+        ),
+    )
+    result = run_bulk_command(args, job, run, extras=extras)
+    if result is None:
+        return 0
     if args.gallery:
-        from .gallery_cmd import crop_rows, embed_into_gallery
-
-        rows = (crop_rows(items, found) for items, found in batches())
-        size = emb.model.embedding_size
-        added, total = embed_into_gallery(args.gallery, rows, source=source, dim=size)
-        skipped = f" ({plural(len(known), 'image')} already there skipped)" if known else ""
-        print(f"{report.summary()}{skipped} -> {args.gallery}: {added} added, now {total:,} faces")
-        return report.exit_code()
-    names, vectors = [], []
-    for items, found in batches():
-        vectors.append(found)
-        names += [item.name for item in items]
-    out = Path(args.out)
-    if report.done:
-        np.savez(
-            out,
-            embeddings=np.concatenate(vectors),
-            names=np.array(names),
-            source=np.array(source.to_json()),
+        added = plural(result.images, "face") if result.report["written"] else "nothing"
+        print(
+            f"{summary(result)}{_known(known, 'image')} -> {args.gallery}: {added} added, now "
+            f"{result.report['gallery_size']:,} faces"
         )
-        rate = report.done / (time.perf_counter() - t0)
-        print(f"{report.summary()} -> {out} ({vectors[0].shape[1]}-d, {rate:.1f} images/s)")
+    elif result.report["written"]:
+        rate = result.images / max(result.seconds, 1e-9)
+        dimension = result.report["dimension"]
+        print(f"{summary(result)} -> {run.out} ({dimension}-d, {rate:.1f} images/s)")
     else:
-        print(f"{report.summary()}: nothing written")
-    return report.exit_code()
+        print(f"{summary(result)}: nothing written")
+    return exit_code(result)
 
 
 def embed_detected_faces(args: argparse.Namespace) -> int:
     """``face embed PHOTOS --detector RUN``: every face of every photo, aligned and embedded."""
-    import numpy as np
-
+    from resvision.tasks.engine.bulk import file_digest
+    from resvision.tasks.engine.checkpoint import resolve_checkpoint
+    from resvision.tasks.face.gallery import EmbeddingSource
+    from resvision.tasks.face.gallery.writer import GalleryOutput
     from resvision.tasks.face.inference import Embedder
     from resvision.tasks.face_detection.inference import FaceDetector
-    from resvision.tasks.pipelines.face import FaceGallery, FacePipeline
+    from resvision.tasks.pipelines.face import FaceGalleryBulk, FacePipeline
 
     if args.landmarks:
         raise ValueError("--landmarks and --detector exclude each other: the detector finds them")
-    images, known = _face_output(args, collect_inputs(args.inputs))
+    run = _face_outputs(args)
+    device = str(run.device)
     pipeline = FacePipeline(
-        FaceDetector.from_checkpoint(args.detector, device=args.device),
-        Embedder.from_checkpoint(args.checkpoint, device=args.device, overrides=args.set),
+        FaceDetector.from_checkpoint(args.detector, device=device),
+        Embedder.from_checkpoint(args.checkpoint, device=device, overrides=args.set),
         score_threshold=args.score_threshold,
         min_face_size=args.min_face_size,
         largest_face_only=args.largest_face_only,
         flip=not args.no_flip,
     )
-    size = pipeline.embedder.model.embedding_size
-    source = _source(pipeline.embedder, args, "norm_crop")
-    report = BatchReport(strict=args.strict)
-    counts = {"faces": 0, "without": 0, "unaligned": 0, "small": 0}
-    t0 = time.perf_counter()
+    source = EmbeddingSource(pipeline.embedder.fingerprint, "norm_crop", not args.no_flip)
+    known = _skip_known(args, run, source, pipeline.embedder.model.embedding_size)
+    if known is None:
+        return 0
     per_pass = max(1, min(args.batch_size, 8))  # photos per detector pass
-
-    def batches():
-        """The faces of each batch of photos: (photo name, file, k, PhotoFaces) rows, and the
-        photos without a face."""
-        for batch in _batched(read_images(images, report, "photos"), per_pass):
-            found = pipeline([rgb for _, rgb in batch], names=[item.name for item, _ in batch])
-            for r in found:
-                counts["unaligned"] += len(r.skipped)
-                counts["small"] += r.below_min_size
-                counts["without"] += not len(r.scores)
-                counts["faces"] += len(r.scores)
-                report.done += 1
-            yield [(item, r) for (item, _), r in zip(batch, found)]
-
-    def notes() -> str:
-        out = [f"{plural(counts['without'], 'photo')} without a face"]
-        if counts["unaligned"]:
-            out.append(f"{plural(counts['unaligned'], 'face')} too small to align skipped")
-        if counts["small"]:
-            out.append(
-                f"{plural(counts['small'], 'face')} below --min-face-size {args.min_face_size:g}"
-            )
-        if known:
-            out.append(f"{plural(len(known), 'photo')} already in the gallery skipped")
-        return ", ".join(out)
-
-    if args.gallery:
-        from .gallery_cmd import embed_into_gallery, photo_rows
-
-        rows = (photo_rows(batch, size) for batch in batches())
-        added, total = embed_into_gallery(args.gallery, rows, source=source, dim=size)
-        took = time.perf_counter() - t0
-        print(
-            f"{report.summary()}: {plural(added, 'face')} ({notes()}) in {took:.1f} s -> "
-            f"{args.gallery} (now {total:,} faces)"
+    job = FaceGalleryBulk(
+        pipeline,
+        GalleryOutput(args.gallery, source) if args.gallery else run.out,
+        source=source,
+        depends_on=depends_on(
+            args,
+            run.device,
+            task="face+face-detection",
+            detector=file_digest(resolve_checkpoint(args.detector)),
+            flip=not args.no_flip,
+            score_threshold=args.score_threshold,
+            min_face_size=args.min_face_size,
+            largest_face_only=args.largest_face_only,
+        ),
+    )
+    result = run_bulk_command(args, job, run, batch_size=per_pass)
+    if result is None:
+        return 0
+    r = result.report
+    if not r["photos"] and not args.gallery:
+        print(f"{summary(result)}: nothing written")
+        return exit_code(result)
+    notes = [f"{plural(r['without_faces'], 'photo')} without a face"]
+    if r["unaligned"]:
+        notes.append(f"{plural(r['unaligned'], 'face')} too small to align skipped")
+    if r["below_min_size"]:
+        notes.append(
+            f"{plural(r['below_min_size'], 'face')} below --min-face-size {args.min_face_size:g}"
         )
-        return report.exit_code()
-    rows: dict[str, list] = {k: [] for k in ("photos", "paths", "index", "found")}
-    without = []
-    for batch in batches():
-        for item, r in batch:
-            if not len(r.scores):
-                without.append(item.name)
-            rows["photos"] += [item.name] * len(r.scores)
-            rows["paths"] += [str(item.path.resolve())] * len(r.scores)
-            rows["index"] += list(range(len(r.scores)))
-            rows["found"].append(r)
-    if not report.done:
-        print(f"{report.summary()}: nothing written")
-        return report.exit_code()
-    parts = rows["found"]
-    gallery = FaceGallery(
-        photos=np.array(rows["photos"], dtype=str),
-        paths=np.array(rows["paths"], dtype=str),
-        face_index=np.array(rows["index"], np.int64),
-        boxes=np.concatenate([r.boxes for r in parts]).astype(np.float32).reshape(-1, 4),
-        scores=np.concatenate([r.scores for r in parts]).astype(np.float32),
-        landmarks=np.concatenate([r.landmarks for r in parts]).astype(np.float32).reshape(-1, 5, 2),
-        embeddings=np.concatenate([r.embeddings for r in parts]).reshape(-1, size),
-        photos_without_faces=np.array(without, dtype=str),
-        source=source.to_json(),
-    )
-    out = Path(args.out)
-    gallery.save(out)
-    took = time.perf_counter() - t0
+    if args.gallery:
+        print(
+            f"{summary(result)}: {plural(r['faces'], 'face')} ({', '.join(notes)}"
+            f"{_known(known, 'photo')}) in {result.seconds:.1f} s -> {args.gallery} (now "
+            f"{r['gallery_size']:,} faces)"
+        )
+        return exit_code(result)
     print(
-        f"{report.summary()}: {plural(len(gallery), 'face')} ({notes()}) in {took:.1f} s "
-        f"-> {out} ({size}-d embeddings with photo, box, score and landmarks per face)"
+        f"{summary(result)}: {plural(r['faces'], 'face')} ({', '.join(notes)}) in "
+        f"{result.seconds:.1f} s -> {run.out} ({r['dimension']}-d embeddings with photo, box, "
+        "score and landmarks per face)"
     )
-    return report.exit_code()
+    return exit_code(result)
+
+
+def _face_outputs(args: argparse.Namespace) -> BulkOutputs:
+    """``face embed``'s outputs checked: the ``--out`` .npz, or the ``--gallery``."""
+    if bool(args.out) == bool(args.gallery):
+        raise ValueError("give --out FILE.npz or --gallery GALLERY (one of them)")
+    return _gallery_outputs(args) if args.gallery else prepare_outputs(args)
+
+
+def _gallery_outputs(args: argparse.Namespace) -> BulkOutputs:
+    """``face embed --gallery``'s outputs: the inputs expanded, a gallery folder refused inside
+    an input folder, the run's parts (:func:`.gallery_cmd.gallery_parts`) checked."""
+    from resvision.tasks.face.gallery.writer import not_npz
+
+    from .gallery_cmd import gallery_parts
+
+    not_npz(args.gallery)
+    images = expand_inputs(args.inputs)
+    if not args.gallery.startswith("milvus:"):  # never into an input folder
+        check_outputs(
+            [Path(args.gallery)],
+            inputs=[i.path for i in images],
+            input_folders=input_folders(args.inputs),
+            overwrite=True,
+        )
+    parts = gallery_parts(args.gallery)
+    device = bulk_device(args)
+    check_bulk_outputs(args, images, [], parts)
+    return BulkOutputs(images, Path(args.gallery), [[] for _ in images], parts, device)
+
+
+def _skip_known(args: argparse.Namespace, run: BulkOutputs, source, dim: int) -> list | None:
+    """With ``--gallery``: the photos already in it (left out of ``run.images``), after
+    refusing a gallery of another model; None when nothing is left to do (printed)."""
+    if not args.gallery:
+        return []
+    from .gallery_cmd import skip_known
+
+    return skip_known(args, run, source, dim)
+
+
+def _known(known: list, what: str) -> str:
+    return f", {plural(len(known), what)} already in the gallery skipped" if known else ""
 
 
 FACE = Command(
@@ -489,5 +584,5 @@ FACE = Command(
     "is found, aligned from its five landmarks and embedded; the .npz (a gallery) keeps per "
     "face its photo, box, score, landmarks and embedding (names are photo#k). With --gallery "
     "instead of --out, the faces are added to a gallery in one atomic update (photos already "
-    "there skipped).",
+    "there skipped; --resume continues a killed run).",
 )

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from resvision.tasks.engine.task import Task
 
 from .outputs import ensure_writable
-from .tasks import HelpFormatter, TaskConfigs, get_task, preset_names, task_configs
+from .tasks import Command, TaskConfigs, get_task, preset_names, task_configs, task_names
 
 
 def add_config_arguments(p: argparse.ArgumentParser) -> None:
@@ -67,7 +67,6 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--print-config", action="store_true", help="print the resolved config as YAML and exit"
     )
-    add_debug_argument(p)
     p.set_defaults(accepts_dotted=True)
 
 
@@ -146,20 +145,10 @@ def presets_epilog(task_choices: list[str], tasks: Mapping[str, Task] | None) ->
     return "presets (the first is the default): " + "; ".join(lines)
 
 
-def add_parsers(
-    sub: argparse._SubParsersAction,
-    task_choices: list[str],
-    tasks: Mapping[str, Task] | None = None,
-) -> None:
-    fmt = HelpFormatter
-    p = sub.add_parser(
-        "train",
-        help="train a task",
-        formatter_class=fmt,
-        description="Train a task from a preset, a saved config and overrides.",
-        epilog=presets_epilog(task_choices, tasks),
-    )
-    p.add_argument("task", choices=task_choices)
+def _train_arguments(p: argparse.ArgumentParser, tasks: Mapping[str, Task] | None) -> None:
+    choices = task_names(tasks)
+    p.epilog = presets_epilog(choices, tasks)
+    p.add_argument("task", choices=choices)
     add_config_arguments(p)
     p.add_argument(
         "--resume",
@@ -176,29 +165,17 @@ def add_parsers(
         help="start a new run in a run folder that already holds one (its checkpoints, metrics "
         "and plots are replaced)",
     )
-    p.set_defaults(func=run_train)
 
-    p = sub.add_parser(
-        "eval",
-        help="evaluate a checkpoint",
-        formatter_class=fmt,
-        description="Evaluate a checkpoint on its config's validation data (overrides apply).",
-    )
-    p.add_argument("task", choices=task_choices)
+
+def _eval_arguments(p: argparse.ArgumentParser, tasks: Mapping[str, Task] | None) -> None:
+    p.add_argument("task", choices=task_names(tasks))
     p.add_argument("--checkpoint", required=True, help="a checkpoint file or run folder")
     p.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     add_config_arguments(p)
-    p.set_defaults(func=run_eval)
 
-    p = sub.add_parser(
-        "plot",
-        help="plot a run's loss, learning rate and metrics",
-        formatter_class=fmt,
-        description="Write PNG plots of RUN/metrics.jsonl into RUN/plots/.",
-    )
+
+def _plot_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="a run folder")
-    add_debug_argument(p)
-    p.set_defaults(func=run_plot)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -261,3 +238,25 @@ def run_plot(args: argparse.Namespace) -> int:
     for path in plot_run(args.run):
         print(path)
     return 0
+
+
+TRAIN = Command(
+    "train a task",
+    _train_arguments,
+    run_train,
+    description="Train a task from a preset, a saved config and overrides.",
+    takes_tasks=True,
+)
+EVAL = Command(
+    "evaluate a checkpoint",
+    _eval_arguments,
+    run_eval,
+    description="Evaluate a checkpoint on its config's validation data (overrides apply).",
+    takes_tasks=True,
+)
+PLOT = Command(
+    "plot a run's loss, learning rate and metrics",
+    _plot_arguments,
+    run_plot,
+    description="Write PNG plots of RUN/metrics.jsonl into RUN/plots/.",
+)

@@ -12,7 +12,8 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
-from ..images import IMAGE_SUFFIXES, ImageReadError, read_rgb
+from ..images import ImageReadError, read_rgb
+from ..inputs import IMAGE_SUFFIXES
 from ..recordio import RecordReader, RecordWriter, pack, unpack
 from .alignment import norm_crop, read_landmarks, resize_square, to_tensor
 

@@ -10,8 +10,13 @@ import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
 
-from resvision.datasets.images import ImageInput, as_image_list, image_to_tensor
+from resvision.datasets.images import (
+    ImageInput,
+    as_image_list,
+    load_image_tensor,
+)
 from resvision.heads.detection import FasterRCNN
+from resvision.tasks.engine.bulk import image_batches
 from resvision.tasks.engine.runtime import autocast
 
 from .model import load_model
@@ -102,14 +107,17 @@ class Detector:
         batch_size: int = 4,
         score_threshold: float = 0.0,
         tta: bool = False,
+        workers: int = 0,
     ) -> list[dict]:
         """Per image (a path, an RGB array, a PIL image or a tensor, or a list of them):
         ``boxes`` (K, 4) float xyxy, ``scores`` (K,), ``labels`` (K,) in 1..num_classes and
-        ``class_names`` (K,), as numpy arrays, sorted by score."""
-        tensors = [image_to_tensor(img) for img in as_image_list(images)]
+        ``class_names`` (K,), as numpy arrays, sorted by score. Files are read a few batches
+        ahead, by ``workers`` processes when given."""
         out = []
-        for start in range(0, len(tensors), batch_size):
-            chunk = [t.to(self.device) for t in tensors[start : start + batch_size]]
+        for batch in image_batches(
+            as_image_list(images), batch_size, load=load_image_tensor, workers=workers
+        ):
+            chunk = [t.to(self.device, non_blocking=True) for t in batch]
             with autocast(self.device, self.amp):
                 results = detect_images(self.model, chunk, tta=tta)
             for r in results:

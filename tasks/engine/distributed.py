@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -26,10 +27,11 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init_distributed(device_type: str) -> DistInfo:
+def init_distributed(device_type: str, *, timeout: timedelta | None = None) -> DistInfo:
     """Join the process group torchrun describes in the environment (no-op when alone).
 
     NCCL on GPU, gloo on CPU. Multi-node runs use torchrun's ``--nnodes``/``--rdzv-endpoint``.
+    ``timeout`` bounds how long a collective call waits (torch's default otherwise).
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -39,7 +41,7 @@ def init_distributed(device_type: str) -> DistInfo:
         backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
             torch.cuda.set_device(info.local_rank)
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend=backend, **({"timeout": timeout} if timeout else {}))
     return info
 
 

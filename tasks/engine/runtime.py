@@ -90,10 +90,12 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 class StopSignal:
-    """SIGINT/SIGTERM ask training to checkpoint and stop; a second SIGINT stops at once."""
+    """SIGINT/SIGTERM ask a loop to finish what it holds and stop (training: a checkpoint);
+    a second SIGINT stops at once. ``doing`` is what the warning says happens next."""
 
-    def __init__(self) -> None:
+    def __init__(self, doing: str = "finishing this step, writing a checkpoint, stopping") -> None:
         self.received: str | None = None
+        self.doing = doing
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopSignal:
@@ -106,9 +108,7 @@ class StopSignal:
         if self.received and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.received = signal.Signals(signum).name
-        log.warning(
-            "%s received: finishing this step, writing a checkpoint, stopping", self.received
-        )
+        log.warning("%s received: %s", self.received, self.doing)
 
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._previous.items():

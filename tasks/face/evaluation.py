@@ -21,6 +21,7 @@ gives a target FAR in cosine and squared-L2 units (``d = 2 - 2 cos`` for unit ve
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +182,70 @@ def evaluate_embeddings(
         out[f"threshold_cos@far{tag}"] = threshold
         out[f"threshold_l2@far{tag}"] = 2 - 2 * threshold
     return out
+
+
+def embedding_pairs(labels, max_negatives: int, seed: int = 0):
+    """``(first, second, issame)`` index arrays over every pair ``i < j`` of ``labels`` with
+    the same label and at most ``max_negatives`` of the others (drawn without replacement)."""
+    labels = np.asarray(labels)
+    n = len(labels)
+    _, ids = np.unique(labels, return_inverse=True)
+    order = np.argsort(ids, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(ids[order]) != 0, True])
+    pos = [
+        np.stack(np.triu_indices(b - a, 1)) + a for a, b in itertools.pairwise(starts) if b - a > 1
+    ]
+    pos = order[np.concatenate(pos, 1)] if pos else np.zeros((2, 0), np.int64)
+    rng = np.random.default_rng(seed)
+    if n * (n - 1) // 2 <= 4_000_000:  # every pair fits in memory: choose among them
+        i, j = np.triu_indices(n, 1)
+        keep = np.flatnonzero(ids[i] != ids[j])
+        if keep.size > max_negatives:
+            keep = np.sort(rng.choice(keep, max_negatives, replace=False))
+        neg = np.stack([i[keep], j[keep]])
+    else:  # sample pairs i < j until enough distinct different-person pairs are found
+        found: set[tuple[int, int]] = set()
+        while len(found) < max_negatives:
+            a = rng.integers(0, n, 2 * (max_negatives - len(found)) + 16)
+            b = rng.integers(0, n, a.size)
+            lo, hi = np.minimum(a, b), np.maximum(a, b)
+            for x, y in zip(lo[ids[lo] != ids[hi]].tolist(), hi[ids[lo] != ids[hi]].tolist()):
+                if len(found) < max_negatives:
+                    found.add((x, y))
+        neg = np.array(sorted(found)).T
+    first = np.concatenate([pos[0], neg[0]])
+    second = np.concatenate([pos[1], neg[1]])
+    issame = np.r_[np.ones(pos.shape[1], bool), np.zeros(neg.shape[1], bool)]
+    shuffle = rng.permutation(first.size)  # folds mix both kinds
+    return first[shuffle], second[shuffle], issame[shuffle]
+
+
+def face_labels(names, labels=None) -> list[str]:
+    """Who each face of an embeddings file is: its ``labels`` (galleries of photos), else the
+    folder of each name (face crops in one folder per person, ``alice/1.jpg`` -> ``alice``)."""
+    if labels is not None:
+        return [str(v) for v in labels]
+    names = [str(v) for v in names]
+    if not all("/" in n for n in names):
+        raise ValueError(
+            "the file does not say who each face is: verification needs face crops in one "
+            "folder per person (alice/1.jpg) or a gallery of photos in such folders"
+        )
+    return [n.rsplit("/", 1)[0] for n in names]
+
+
+def purity(clusters, people) -> tuple[float, float]:
+    """(purity, inverse purity) of a clustering: the share of faces in their cluster's main
+    person, and of faces in their person's main cluster (``people``: integer ids)."""
+
+    def share(a, b) -> float:
+        total = 0
+        for value in np.unique(a):
+            total += np.bincount(b[a == value]).max()
+        return total / len(a)
+
+    clusters, people = np.asarray(clusters), np.asarray(people)
+    return share(clusters, people), share(people, clusters)
 
 
 class VerificationEvaluator(Evaluator):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -11,9 +13,56 @@ import torch
 from resvision.datasets.face import norm_crop, resize_square
 from resvision.datasets.images import ImageInput, as_image_list, image_to_array
 from resvision.heads.embedding import EmbeddingModel
+from resvision.tasks.engine.bulk import image_batches
 from resvision.tasks.engine.runtime import autocast
 
 from .model import load_model
+
+
+def face_crop(image: np.ndarray, landmarks: np.ndarray | None, image_size: int) -> np.ndarray:
+    """An ``(S, S, 3)`` uint8 crop of an RGB image: aligned with :func:`norm_crop` from five
+    landmarks when given (at 112 px, or ``S`` when it is a multiple of 112), then resized to
+    ``S``; without landmarks the (already aligned) image resized."""
+    if landmarks is not None:
+        align = 112 if image_size % 112 else image_size
+        image = norm_crop(image, landmarks, align)
+    return resize_square(np.ascontiguousarray(image).astype(np.uint8), image_size)
+
+
+def read_face_crop(
+    image: ImageInput, landmarks: np.ndarray | None, *, image_size: int
+) -> torch.Tensor:
+    """:func:`face_crop` of an image (a file, an array...) as an ``(S, S, 3)`` uint8 tensor
+    (what the bulk path's workers hand over)."""
+    return torch.from_numpy(face_crop(image_to_array(image), landmarks, image_size))
+
+
+def save_embeddings(path: str | os.PathLike, embeddings: np.ndarray, names: Sequence[str]) -> Path:
+    """The embeddings file of ``face embed``: an ``.npz`` with ``embeddings (N, D)`` float32
+    unit length and ``names (N,)`` (the inputs' relative paths)."""
+    np.savez(path, embeddings=np.asarray(embeddings, np.float32), names=np.asarray(names, str))
+    return Path(path)
+
+
+def load_embeddings(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """``(embeddings (N, D) float32, names (N,))`` of an ``.npz`` written by ``face embed``
+    (a file of face crops' embeddings, or a gallery of photos)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(
+            f"embedding file {str(path)!r} does not exist (write one with `resvision face embed`)"
+        )
+    not_embeddings = ValueError(
+        f"{str(path)!r} is not an embedding file: give an .npz written by `resvision face embed` "
+        "(arrays 'embeddings' and 'names')"
+    )
+    try:
+        data = np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError):
+        raise not_embeddings from None
+    if not hasattr(data, "files") or "embeddings" not in data or "names" not in data:
+        raise not_embeddings
+    return data["embeddings"].astype(np.float32), data["names"]
 
 
 class Embedder:
@@ -62,11 +111,15 @@ class Embedder:
     def prepare(self, image: ImageInput, landmarks: np.ndarray | None = None) -> np.ndarray:
         """An ``(S, S, 3)`` uint8 crop: aligned with :func:`norm_crop` when landmarks are given,
         else the (already aligned) image resized."""
-        image = image_to_array(image)
-        if landmarks is not None:
-            align = 112 if self.image_size % 112 else self.image_size
-            image = norm_crop(image, landmarks, align)
-        return resize_square(np.ascontiguousarray(image).astype(np.uint8), self.image_size)
+        return face_crop(image_to_array(image), landmarks, self.image_size)
+
+    @torch.no_grad()
+    def embed_crops(self, crops: torch.Tensor | np.ndarray, *, flip: bool = True) -> np.ndarray:
+        """``crops: (N, S, S, 3)`` uint8 (:meth:`prepare`'s) -> ``(N, D)`` unit-length
+        embeddings."""
+        x = torch.as_tensor(crops).permute(0, 3, 1, 2).to(self.device, non_blocking=True)
+        with autocast(self.device, self.amp):
+            return self.model.embed(x, flip=flip).float().cpu().numpy()
 
     @torch.no_grad()
     def embed(
@@ -76,23 +129,20 @@ class Embedder:
         landmarks: Sequence[np.ndarray | None] | None = None,
         flip: bool = True,
         batch_size: int = 64,
+        workers: int = 0,
     ) -> np.ndarray:
         """``(N, D)`` unit-length embeddings of face images (paths, RGB arrays, PIL images or
         tensors; aligned crops, or photos with ``landmarks`` to align them); ``flip`` adds the
-        mirrored image's embedding before normalizing."""
+        mirrored image's embedding before normalizing. Files are read and aligned a few batches
+        ahead, by ``workers`` processes when given."""
         images = as_image_list(images)
-        landmarks = landmarks if landmarks is not None else [None] * len(images)
-        out = []
-        for start in range(0, len(images), batch_size):
-            crops = [
-                self.prepare(img, lm)
-                for img, lm in zip(
-                    images[start : start + batch_size], landmarks[start : start + batch_size]
-                )
-            ]
-            x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).to(self.device)
-            with autocast(self.device, self.amp):
-                out.append(self.model.embed(x, flip=flip).float().cpu().numpy())
+        load = functools.partial(read_face_crop, image_size=self.image_size)
+        out = [
+            self.embed_crops(torch.stack(crops), flip=flip)
+            for crops in image_batches(
+                images, batch_size, load=load, workers=workers, extras=landmarks
+            )
+        ]
         return np.concatenate(out) if out else np.zeros((0, self.model.embedding_size), np.float32)
 
     def predict(

@@ -8,8 +8,13 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from resvision.datasets.images import ImageInput, as_image_list, image_to_tensor
+from resvision.datasets.images import (
+    ImageInput,
+    as_image_list,
+    load_image_tensor,
+)
 from resvision.heads.retinaface import RetinaFace
+from resvision.tasks.engine.bulk import image_batches
 from resvision.tasks.engine.runtime import autocast
 
 from .model import load_model
@@ -47,17 +52,20 @@ class FaceDetector:
         *,
         batch_size: int = 8,
         score_threshold: float = 0.0,
+        workers: int = 0,
     ) -> list[dict[str, np.ndarray]]:
         """Per image (a path, an RGB array, a PIL image or a tensor, or a list of them; any
         sizes): ``boxes (K, 4)`` float32 xyxy, ``scores (K,)`` and ``landmarks (K, 5, 2)`` (left
         eye, right eye, nose tip, left and right mouth corner) in the image's pixels, best
         first; an image without faces gives empty arrays. Images of different sizes in a batch
         are padded to a common size or run one pass per size (``model.test.pad_batches``);
-        decoding and NMS run on the device."""
-        tensors = [image_to_tensor(img) for img in as_image_list(images)]
+        decoding and NMS run on the device. Files are read a few batches ahead, by ``workers``
+        processes when given."""
         out = []
-        for start in range(0, len(tensors), batch_size):
-            chunk = [t.to(self.device) for t in tensors[start : start + batch_size]]
+        for batch in image_batches(
+            as_image_list(images), batch_size, load=load_image_tensor, workers=workers
+        ):
+            chunk = [t.to(self.device, non_blocking=True) for t in batch]
             with autocast(self.device, self.amp):
                 results = self.model(chunk)
             for r in results:

@@ -13,18 +13,25 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from resvision.datasets.images import ImageInput, as_image_list, image_to_array
+from resvision.datasets.inputs import InputImage
+from resvision.tasks.engine.bulk import BulkJob, Entry, LoadedBatch, image_batches
+from resvision.tasks.face.bulk import faces_writer
+from resvision.tasks.face.gallery.source import EmbeddingSource
+from resvision.tasks.face.gallery.writer import GalleryOutput, photo_name
 from resvision.tasks.face.inference import Embedder
 from resvision.tasks.face_detection.inference import FaceDetector
 
 log = logging.getLogger(__name__)
 
+EMBED_BATCH = 64  # faces per pass of the embedding model
 MIN_EYE_DISTANCE = 3.0  # pixels: closer eyes cannot be aligned to a 112 px crop meaningfully
 
 
@@ -89,6 +96,11 @@ class FaceGallery:
             photos_without_faces=data["photos_without_faces"],
             source=str(data["source"]) if "source" in data else "",
         )
+
+
+def load_rgb_array(image: ImageInput, extra: object = None) -> np.ndarray:
+    """An ``(H, W, 3)`` RGB array of any image input (the bulk path's loader signature)."""
+    return image_to_array(image)
 
 
 def person_label(photo: str) -> str:
@@ -186,12 +198,22 @@ class FacePipeline:
         *,
         names: Sequence[str] | None = None,
         batch_size: int = 8,
+        workers: int = 0,
     ) -> list[PhotoFaces]:
         """The faces of each image (paths, RGB arrays, PIL images or tensors); ``names`` are
-        used in the messages about skipped faces (default: the image's position)."""
-        photos = [image_to_array(img) for img in as_image_list(images)]
-        names = list(names) if names is not None else [f"image {i}" for i in range(len(photos))]
-        detections = self.detector.detect(photos, batch_size=batch_size)
+        used in the messages about skipped faces (default: the image's position). Photos go
+        ``batch_size`` at a time through the detector, then their faces through the embedding
+        model; files are read a few batches ahead, by ``workers`` processes when given."""
+        images = as_image_list(images)
+        names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
+        results: list[PhotoFaces] = []
+        for photos in image_batches(images, batch_size, load=load_rgb_array, workers=workers):
+            results += self._photo_faces(photos, names[len(results) : len(results) + len(photos)])
+        return results
+
+    def _photo_faces(self, photos: list[np.ndarray], names: list[str]) -> list[PhotoFaces]:
+        """Detect, select, align and embed the faces of one batch of RGB photos."""
+        detections = self.detector.detect(photos, batch_size=len(photos))
         pending: list[tuple[int, int]] = []  # (photo, face) to embed
         results = []
         for p, (found, name) in enumerate(zip(detections, names)):
@@ -224,9 +246,98 @@ class FacePipeline:
                 [photos[p] for p, _ in pending],
                 landmarks=[results[p].landmarks[k] for p, k in pending],
                 flip=self.flip,
-                batch_size=max(batch_size, 1) * 8,
+                batch_size=EMBED_BATCH,
             )
             owner = np.array([p for p, _ in pending])
             for p, r in enumerate(results):
                 r.embeddings = vectors[owner == p]
         return results
+
+
+class FaceGalleryBulk(BulkJob):
+    """``face embed PHOTOS --detector RUN`` over a collection: every face of every photo found,
+    aligned and embedded, into a gallery ``.npz`` (:class:`FaceGallery`'s layout) assembled
+    from the engine's parts, or into a face gallery (a :class:`GalleryOutput`: photos named by
+    :func:`photo_name`, those without a face remembered by their file). Detectors pad a
+    batch to its largest photo, so photos of similar shape are batched together."""
+
+    group_by_aspect = True
+
+    def __init__(
+        self,
+        pipeline: FacePipeline,
+        out: Path | GalleryOutput,
+        *,
+        depends_on: dict[str, Any],
+        source: EmbeddingSource | None = None,
+    ) -> None:
+        super().__init__(depends_on)
+        self.pipeline, self.source = pipeline, source
+        self.out = out if isinstance(out, GalleryOutput) else Path(out)
+
+    def process(self, batch: LoadedBatch, inputs: Sequence[InputImage]) -> list[Entry]:
+        readable = batch.readable()
+        entries = {}
+        found = self.pipeline(
+            [rgb.numpy() for _, rgb in readable],
+            names=[inputs[i].name for i, _ in readable],
+            batch_size=max(1, len(readable)),
+        )
+        for (i, _), r in zip(readable, found):
+            arrays = {
+                "boxes": r.boxes.astype(np.float32).reshape(-1, 4),
+                "scores": r.scores.astype(np.float32),
+                "landmarks": r.landmarks.astype(np.float32).reshape(-1, 5, 2),
+                "embeddings": r.embeddings.astype(np.float32),
+            }
+            record = {"unaligned": r.skipped, "below_min_size": r.below_min_size}
+            entries[i] = Entry(i, record, arrays)
+        return batch.entries(entries)
+
+    def assemble(self, entries: Iterator[tuple[InputImage, Entry]]) -> dict[str, Any]:
+        size = self.pipeline.embedder.model.embedding_size
+        report = {"photos": 0, "faces": 0, "without_faces": 0, "unaligned": 0, "below_min_size": 0}
+        gallery = isinstance(self.out, GalleryOutput)
+        with faces_writer(self.out, size, self.source) as writer:
+            for key, dtype, shape in (
+                ("embeddings", np.float32, (size,)),
+                ("names", str, ()),
+                ("labels", str, ()),
+                ("photos", str, ()),
+                ("paths", str, ()),
+                ("face_index", np.int64, ()),
+                ("boxes", np.float32, (4,)),
+                ("scores", np.float32, ()),
+                ("landmarks", np.float32, (5, 2)),
+                ("photos_without_faces", str, ()),
+            ):
+                writer.declare(key, dtype, shape)
+            for item, entry in entries:
+                k = len(entry.arrays["scores"])
+                report["photos"] += 1
+                report["faces"] += k
+                report["unaligned"] += len(entry.record["unaligned"])
+                report["below_min_size"] += entry.record["below_min_size"]
+                photo = photo_name(item.name, item.path) if gallery else item.name
+                path = str(item.path.resolve())
+                if not k:
+                    report["without_faces"] += 1
+                    writer.append(
+                        photos_without_faces=[photo],
+                        **({"paths_without_faces": [path]} if gallery else {}),
+                    )
+                    continue
+                writer.append(
+                    embeddings=entry.arrays["embeddings"],
+                    names=[f"{photo}#{j}" for j in range(k)],
+                    labels=[person_label(item.name)] * k,
+                    photos=[photo] * k,
+                    paths=[path] * k,
+                    face_index=np.arange(k),
+                    boxes=entry.arrays["boxes"],
+                    scores=entry.arrays["scores"],
+                    landmarks=entry.arrays["landmarks"],
+                )
+            if not report["photos"]:
+                writer.discard()
+        return report | {"dimension": size} | ({"gallery_size": writer.size} if gallery else {})

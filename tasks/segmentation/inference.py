@@ -18,7 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resvision.datasets.images import ImageInput, as_image_list, image_to_tensor
+from resvision.datasets.images import (
+    ImageInput,
+    as_image_list,
+    image_to_tensor,
+    load_image_tensor,
+)
+from resvision.tasks.engine.bulk import image_batches
 from resvision.tasks.engine.runtime import autocast
 
 from .config import InferenceConfig
@@ -191,26 +197,32 @@ class Segmenter:
         *,
         batch_size: int = 1,
         progress: Progress | None = None,
+        workers: int = 0,
     ) -> list[np.ndarray]:
         """Label maps ``(H, W)`` uint8 at each image's original size (a path, an RGB array, a
         PIL image or a tensor, or a list of them). Consecutive images of one size go through
-        the model ``batch_size`` at a time (whole-image mode)."""
-        tensors = [image_to_tensor(img) for img in as_image_list(images)]
+        the model ``batch_size`` at a time (whole-image mode). Files are read a few images
+        ahead, by ``workers`` processes when given."""
         out: list[np.ndarray] = []
-        start = 0
-        while start < len(tensors):
-            shape = tensors[start].shape
-            end = start + 1
-            while end < min(start + batch_size, len(tensors)) and tensors[end].shape == shape:
-                end += 1
-            cfg = self.settings_for(*shape[-2:])
-            if end - start == 1 or cfg.mode != "whole":
-                out += [
-                    self.predict_scores(t, progress=progress).argmax(0) for t in tensors[start:end]
-                ]
+        run: list[torch.Tensor] = []  # consecutive images of one size, not yet run
+
+        def flush() -> None:
+            cfg = self.settings_for(*run[0].shape[-2:])
+            if len(run) == 1 or cfg.mode != "whole":
+                found = [self.predict_scores(t, progress=progress).argmax(0) for t in run]
             else:
-                x = torch.stack(tensors[start:end]).to(self.device)
+                x = torch.stack(run).to(self.device)
                 with autocast(self.device, self.amp):
-                    out += list(predict_logits(self.model, x, cfg).float().argmax(1))
-            start = end
-        return [labels.to(torch.uint8).cpu().numpy() for labels in out]
+                    found = list(predict_logits(self.model, x, cfg).float().argmax(1))
+            out.extend(labels.to(torch.uint8).cpu().numpy() for labels in found)
+            run.clear()
+
+        for (tensor,) in image_batches(
+            as_image_list(images), 1, load=load_image_tensor, workers=workers
+        ):
+            if run and (tensor.shape != run[0].shape or len(run) == batch_size):
+                flush()
+            run.append(tensor)
+        if run:
+            flush()
+        return out

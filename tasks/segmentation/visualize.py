@@ -7,11 +7,14 @@ in hue and lightness, none of them the dark reds and browns of VOC's first class
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from resvision.tasks.engine.files import atomic_write_bytes
 
 # 20 colours that stay distinct on photos and from each other (after Kelly's colours of maximum
 # contrast, without black, white and the greys), then VOC's map for higher class indices
@@ -59,7 +62,9 @@ def save_label_png(labels: np.ndarray, path: str | Path, palette: np.ndarray) ->
 
     img = Image.fromarray(labels.astype(np.uint8), mode="P")
     img.putpalette(palette[:256].reshape(-1).tolist())
-    img.save(path)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    atomic_write_bytes(Path(path), buf.getvalue(), durable=False)
 
 
 def overlay(

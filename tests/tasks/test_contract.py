@@ -23,6 +23,11 @@ from resvision.tools.tasks import TASKS, get_task
 from .tiny import COMMON, TINY
 
 
+def _package(name: str) -> str:
+    """The task's package (``resvision.tasks.detection``) from the command table."""
+    return TASKS[name].split(":")[0].rsplit(".", 1)[0]
+
+
 def test_every_task_has_a_tiny_configuration():
     assert set(TINY) == set(TASKS)
 
@@ -40,7 +45,7 @@ def _config(name: str, out, iterations: int):
 
 def _predict(name: str, run):
     """The task's predictor on one random photo-sized image."""
-    module = importlib.import_module(f"{TASKS[name]}.inference")
+    module = importlib.import_module(f"{_package(name)}.inference")
     image = (np.random.default_rng(0).random((70, 90, 3)) * 255).astype(np.uint8)
     if name == "segmentation":
         (labels,) = module.Segmenter.from_checkpoint(run, device="cpu").predict(image)
@@ -57,8 +62,8 @@ def _predict(name: str, run):
 
 
 def _export(name: str, run, path) -> None:
-    model_module = importlib.import_module(f"{TASKS[name]}.model")
-    export = importlib.import_module(f"{TASKS[name]}.export")
+    model_module = importlib.import_module(f"{_package(name)}.model")
+    export = importlib.import_module(f"{_package(name)}.export")
     loaded = model_module.load_model(run, device="cpu")
     model, cfg = loaded[0], loaded[1]
     if name == "segmentation":

@@ -8,9 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from resvision.tasks.face.evaluation import evaluate_embeddings
+from resvision.tasks.face.evaluation import embedding_pairs, evaluate_embeddings
 from resvision.tools.cli import main
-from resvision.tools.face_cmd import embedding_pairs
 
 
 def _write(path, embeddings, names, labels=None):
@@ -29,19 +28,6 @@ def _people(n_people=8, per_person=5, noise=0.3, seed=0):
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     names = [f"p{i // per_person}/{i % per_person}.jpg" for i in range(len(emb))]
     return emb, names
-
-
-def test_pairs_are_every_same_person_pair_and_a_sample_of_the_rest():
-    labels = np.array(list("abacbaddc"))
-    first, second, same = embedding_pairs(labels, max_negatives=10)
-    assert np.array_equal(same, labels[first] == labels[second])
-    assert (first < second).all()
-    assert len(set(zip(first.tolist(), second.tolist()))) == first.size  # no pair twice
-    groups = {c: int((labels == c).sum()) for c in set(labels)}
-    assert same.sum() == sum(k * (k - 1) // 2 for k in groups.values())  # all of them
-    assert (~same).sum() == 10
-    everything = embedding_pairs(labels, max_negatives=10_000)[2]
-    assert everything.size == len(labels) * (len(labels) - 1) // 2
 
 
 def test_verify_a_labelled_embeddings_file(tmp_path, capsys):

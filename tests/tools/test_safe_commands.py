@@ -18,34 +18,6 @@ from PIL import Image
 from resvision.tasks.engine.config import apply_overrides
 from resvision.tasks.engine.loop import train
 from resvision.tools.cli import main
-from resvision.tools.tasks import get_task
-
-from ..tasks.tiny import TINY
-
-
-def _run(tmp_path_factory, name: str) -> Path:
-    preset, overrides = TINY[name]
-    out = tmp_path_factory.mktemp(f"{name}_run")
-    task = get_task(name)
-    extra = ["schedule.iterations=2", "schedule.warmup_iterations=0", "runtime.eval_period=2"]
-    extra += ["runtime.tensorboard=false", f"runtime.output_dir={out}"]
-    train(task, apply_overrides(task.presets()[preset](), [*overrides, *extra]))
-    return out
-
-
-@pytest.fixture(scope="module")
-def seg_run(tmp_path_factory):
-    return _run(tmp_path_factory, "segmentation")
-
-
-@pytest.fixture(scope="module")
-def det_run(tmp_path_factory):
-    return _run(tmp_path_factory, "detection")
-
-
-@pytest.fixture(scope="module")
-def face_run(tmp_path_factory):
-    return _run(tmp_path_factory, "face")
 
 
 def _photo(path: Path, size=(40, 52), seed=0) -> Path:

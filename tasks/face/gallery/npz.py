@@ -69,7 +69,7 @@ def read_npz(path: Any) -> tuple[dict[str, Any], EmbeddingSource | None]:
 def write_npz(gallery: Gallery, path: Any) -> str:
     """Write ``gallery`` as a gallery of photos when every face knows its photo and box, else
     as embeddings of face crops (names and labels); atomically. Returns the kind written."""
-    from resvision.tasks.engine.files import atomic_writer
+    from resvision.tasks.engine.files import atomic_open
 
     faces = gallery.faces()
     arrays: dict[str, np.ndarray] = {
@@ -87,6 +87,6 @@ def write_npz(gallery: Gallery, path: Any) -> str:
         arrays["photos_without_faces"] = np.array([p for p in known if p not in seen], dtype=str)
     if gallery.source is not None:
         arrays["source"] = np.array(gallery.source.to_json())
-    with atomic_writer(Path(path)) as f:
+    with atomic_open(Path(path)) as f:
         np.savez(f, **arrays)
     return "a gallery of photos" if photos else "embeddings of face crops"

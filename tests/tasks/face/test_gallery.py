@@ -165,6 +165,48 @@ def test_an_exception_inside_a_transaction_changes_nothing(tmp_path, faces):
     np.testing.assert_array_equal(g.embeddings()[10:], x[30:35])
 
 
+def test_the_bulk_paths_writer_adds_in_chunks_in_one_update(tmp_path, faces):
+    """``face embed --gallery``'s assemble step: NpzWriter's columns, added ``chunk`` faces at a
+    time inside one transaction, give what one ``add`` gives; an error or ``discard`` leaves
+    the gallery as it was; another model is refused before anything is written."""
+    from resvision.tasks.face.gallery.writer import GalleryWriter
+
+    x, people = faces
+    src = EmbeddingSource("64-d sha256:aa", "none", True)
+    whole = Gallery.create(tmp_path / "whole", DIM)
+    whole.add(x[:10], _names(10), people[:10], source=src, photos=_names(10))
+    adds = []
+    with GalleryWriter(str(tmp_path / "g"), dim=DIM, source=src, chunk=4) as out:
+        real_add = out._transaction.add
+        out._transaction.add = lambda *a, **k: adds.append(len(a[1])) or real_add(*a, **k)
+        for i in range(10):
+            out.append(
+                embeddings=x[i : i + 1], names=[f"face{i}"], labels=[people[i]], photos=[f"face{i}"]
+            )
+            assert len(Gallery.open(tmp_path / "g")) == 0  # nothing visible before the end
+        out.append(photos_without_faces=["empty.jpg"], paths_without_faces=["/p/empty.jpg"])
+    assert adds == [4, 4, 2] and out.size == 10
+    g = Gallery.open(tmp_path / "g")
+    np.testing.assert_array_equal(g.embeddings(), whole.embeddings())
+    assert g.names.tolist() == whole.names.tolist() and g.labels.tolist() == whole.labels.tolist()
+    assert "empty.jpg" in g.photos()["photo"].tolist() and g.source == src
+    with (
+        pytest.raises(RuntimeError, match="stop"),
+        GalleryWriter(str(tmp_path / "g"), dim=DIM) as out,
+    ):
+        out.append(embeddings=x[10:20], names=_names(10, 10))
+        raise RuntimeError("stop")
+    with GalleryWriter(str(tmp_path / "g"), dim=DIM) as out:
+        out.append(embeddings=x[10:20], names=_names(10, 10))
+        out.discard()
+    assert len(Gallery.open(tmp_path / "g")) == 10
+    other = EmbeddingSource("64-d sha256:bb", "none", True)
+    with pytest.raises(ValueError, match="model differ"):
+        GalleryWriter(str(tmp_path / "g"), dim=DIM, source=other).__enter__()
+    with pytest.raises(ValueError, match="holds 64-d"):
+        GalleryWriter(str(tmp_path / "g"), dim=32, source=src).__enter__()
+
+
 def test_relabel_renames_and_merges(tmp_path):
     g = Gallery.create(tmp_path / "g", DIM)
     g.add(np.eye(5, DIM), list("abcde"), labels=["ann", "ann", "anne", "bob", ""])
