@@ -45,7 +45,9 @@ INSTALL_REQUIRES = [
 
 EXTRAS = {
     "export": ["onnx>=1.15", "onnxruntime>=1.17", "onnxscript>=0.1"],
-    "face": ["faiss-cpu>=1.7.4"],
+    "face": ["faiss-cpu>=1.10"],  # galleries: IVF-PQ fast scan searched through IDSelectors
+    # face galleries on a Milvus server (pymilvus) or in milvus-lite, Milvus in-process
+    "milvus": ["pymilvus>=2.5", "milvus-lite>=2.4.10; sys_platform != 'win32'"],
     "demo": ["scikit-image>=0.21"],
 }
 EXTRAS["dev"] = sorted(
@@ -54,6 +56,7 @@ EXTRAS["dev"] = sorted(
     | set(EXTRAS["export"])
     | set(EXTRAS["face"])
     | set(EXTRAS["demo"])
+    | set(EXTRAS["milvus"])  # 30 s to install, its tests 8 s: CI runs them
 )
 
 setup(

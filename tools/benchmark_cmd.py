@@ -71,3 +71,7 @@ PREDICT = _command(
     "predict",
     "a collection of image files: the loop before the bulk path against it (workers), memory",
 )
+GALLERY = _command(
+    "gallery",
+    "face galleries: open time, search vs exact, add cost, clustering (100k-1M faces)",
+)

@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None, *, tasks: Mapping[str, Task] | None = No
         format="%(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader's INFO lines
+    logging.getLogger("milvus_lite").setLevel(logging.WARNING)  # "server started" per open
     try:
         args.dotted = parse_dotted(extra)
         return int(args.func(args) or 0)

@@ -1,4 +1,5 @@
-"""``resvision face embed|search|verify|cluster|convert``: the face-embedding pipeline."""
+"""``resvision face search|verify|cluster|convert``: the face-embedding pipeline (``face embed`` is
+``predict face``, ``face gallery`` is in :mod:`.gallery_cmd`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+from . import gallery_cmd
 from .outputs import BatchReport, check_outputs, ensure_writable, plural
 from .tasks import Command
 
@@ -67,15 +69,22 @@ def draw_gallery(gallery, captions: list[str], out: Path, *, overwrite: bool) ->
 
 # -- search ------------------------------------------------------------------------------------
 def _search_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--gallery", required=True, help="the gallery .npz (face embed)")
+    p.add_argument(
+        "--gallery",
+        required=True,
+        help="the gallery: a folder or milvus://HOST:PORT/COLLECTION (face gallery), or an .npz "
+        "(face embed)",
+    )
     p.add_argument("--query", required=True, help="the query .npz (face embed)")
     p.add_argument("--top-k", type=int, default=5, help="results per query")
     p.add_argument(
         "--threshold",
         type=float,
         default=None,
-        help="cosine above which a result counts as the same person",
+        help="cosine above which a result counts as the same person: each query is then named "
+        "by its best match's person, or 'unknown'",
     )
+    gallery_cmd.add_search_arguments(p)
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument(
         "--draw",
@@ -89,45 +98,62 @@ def _search_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def search(args: argparse.Namespace) -> int:
+def _search_npz(args: argparse.Namespace, query):
+    """``(scores, names, labels by name)`` of an exact search in an .npz gallery."""
+    import numpy as np
+
     from resvision.tasks.face.inference import load_embeddings, search
 
-    _check_json(args, [args.gallery, args.query])
+    if args.labels or args.nprobe:
+        raise ValueError("--labels and --nprobe search a gallery (face gallery import FILE.npz G)")
     gallery, gnames = load_embeddings(args.gallery)
-    query, qnames = load_embeddings(args.query)
     if gallery.shape[1] != query.shape[1]:
         raise ValueError(
             f"gallery embeddings are {gallery.shape[1]}-d, queries {query.shape[1]}-d: use one "
             "model for both"
         )
     scores, idx = search(gallery, query, args.top_k)
+    names = np.where(idx >= 0, np.asarray(gnames, str)[np.maximum(idx, 0)], "")
+    return scores, names, dict(zip(map(str, gnames), _labels(args.gallery)))
+
+
+def search(args: argparse.Namespace) -> int:
+    from resvision.tasks.face.inference import load_embeddings
+
+    npz = gallery_cmd.is_npz(args.gallery)
+    _check_json(args, [args.query, *([args.gallery] if npz else [])])
+    query, qnames = load_embeddings(args.query)
+    if npz:
+        scores, names, labels = _search_npz(args, query)
+    else:
+        scores, names, labels = gallery_cmd.search_gallery(args, query, args.query)
     if args.threshold is not None:
         print(f"(* marks a result with cosine >= {args.threshold}: the same person)")
-    results = []
+    results, captions = [], []
     for q, name in enumerate(qnames):
         hits = [
-            {"name": str(gnames[j]), "score": float(s)}
+            {"name": str(n), "score": float(s)}
             | ({"match": bool(s >= args.threshold)} if args.threshold is not None else {})
-            for s, j in zip(scores[q], idx[q])
-            if j >= 0
+            for s, n in zip(scores[q], names[q])
+            if n
         ]
-        results.append({"query": str(name), "results": hits})
+        result = {"query": str(name), "results": hits}
         shown = ", ".join(
             f"{h['name']} {h['score']:.3f}{' *' if h.get('match') else ''}" for h in hits
         )
+        if args.threshold is not None:
+            result["person"] = labels[hits[0]["name"]] if hits and hits[0]["match"] else "unknown"
+            shown += f" -> {result['person']}"
+        results.append(result)
         print(f"{name}: {shown}")
+        if hits:
+            who = "unknown" if result.get("person") == "unknown" else labels[hits[0]["name"]]
+            captions.append(f"{who} {hits[0]['score']:.2f}")
+        else:
+            captions.append("?")
     if args.json:
         _write_json(args.json, results)
     if args.draw:
-        labels = _labels(args.gallery)
-        captions = []
-        for q in range(len(qnames)):
-            if idx.shape[1] == 0 or idx[q, 0] < 0:
-                captions.append("?")
-                continue
-            best, score = labels[idx[q, 0]], float(scores[q, 0])
-            unknown = args.threshold is not None and score < args.threshold
-            captions.append(f"{'unknown' if unknown else best} {score:.2f}")
         draw_gallery(
             load_gallery(args.query, "--draw"), captions, Path(args.draw), overwrite=args.overwrite
         )
@@ -293,7 +319,10 @@ def _print_verification(name: str, r: dict) -> None:
 
 # -- cluster -----------------------------------------------------------------------------------
 def _cluster_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("embeddings", help="an .npz written by `resvision face embed`")
+    p.add_argument(
+        "embeddings", nargs="?", default=None, help="an .npz written by `resvision face embed`"
+    )
+    gallery_cmd.add_cluster_arguments(p)
     p.add_argument("--threshold", type=float, default=0.5, help="cosine that links two faces")
     p.add_argument(
         "--duplicate-threshold", type=float, default=0.95, help="cosine of near-duplicates"
@@ -319,26 +348,44 @@ def _groups(names, ids) -> list[list[str]]:
 
 
 def cluster(args: argparse.Namespace) -> int:
-    from resvision.tasks.face.inference import cluster, load_embeddings
+    from resvision.tasks.face.clustering import cluster_graph, exact_knn, saturated
+    from resvision.tasks.face.inference import load_embeddings
 
-    _check_json(args, [args.embeddings])
-    vectors, names = load_embeddings(args.embeddings)
-    gallery = load_gallery(args.embeddings, "--draw") if args.draw else None
-    ids = cluster(vectors, args.threshold)
+    if bool(args.embeddings) == bool(args.gallery):
+        raise ValueError("give an .npz of `resvision face embed`, or --gallery GALLERY")
+    if args.k < 1:
+        raise ValueError(f"--k {args.k}: the graph needs at least one neighbour per face")
+    _check_json(args, [args.embeddings] if args.embeddings else [])
+    if args.gallery:
+        names, labels, scores, neighbours, drawable = gallery_cmd.gallery_knn(args)
+    else:
+        vectors, names = load_embeddings(args.embeddings)
+        drawable = load_gallery(args.embeddings, "--draw") if args.draw else None
+        scores, neighbours = exact_knn(vectors, min(args.k, max(len(vectors) - 1, 0)))
+        labels = gallery_cmd.npz_labels(args.embeddings, names)
+    ids = cluster_graph(scores, neighbours, args.threshold, args.method)
+    dup = cluster_graph(scores, neighbours, args.duplicate_threshold, "threshold")
+    more = int(saturated(scores, neighbours, args.threshold).sum())
     groups = _groups(names, ids)
-    dup = cluster(vectors, args.duplicate_threshold)
     duplicates = [members for members in _groups(names, dup) if len(members) > 1]
     sizes = sorted((len(v) for v in groups), reverse=True)
     print(
-        f"{plural(len(names), 'face')} -> {plural(len(groups), 'cluster')} at cosine >= "
-        f"{args.threshold} (largest: {sizes[:5]}); "
-        f"{plural(len(duplicates), 'near-duplicate group')} at >= {args.duplicate_threshold}"
+        f"{plural(len(names), 'face')} -> {plural(len(groups), 'cluster')} ({args.method}) at "
+        f"cosine > {args.threshold} (largest: {sizes[:5]}); "
+        f"{plural(len(duplicates), 'near-duplicate group')} at > {args.duplicate_threshold}"
     )
+    if more:
+        print(
+            f"note: {plural(more, 'face')} have more than --k {args.k} neighbours above the "
+            "threshold; links past the k-th were not followed (raise --k to follow them)"
+        )
+    scores = gallery_cmd.print_scores(ids, labels, args.method) if args.labels else None
     if args.json:
-        _write_json(args.json, {"clusters": groups, "near_duplicates": duplicates})
-    if gallery is not None:
+        found = {"clusters": groups, "near_duplicates": duplicates}
+        _write_json(args.json, found | ({"scores": scores} if scores else {}))
+    if drawable is not None:
         draw_gallery(
-            gallery, [f"cluster {int(c)}" for c in ids], Path(args.draw), overwrite=args.overwrite
+            drawable, [f"cluster {int(c)}" for c in ids], Path(args.draw), overwrite=args.overwrite
         )
     return 0
 
@@ -384,8 +431,8 @@ SEARCH = Command(
     "nearest gallery faces for each query (faiss)",
     _search_arguments,
     search,
-    description="Nearest gallery faces for each query (faiss inner product on unit vectors = "
-    "cosine).",
+    description="Nearest gallery faces for each query (cosine): in a gallery (exact, or its "
+    "index above 50,000 faces) or an .npz (exact).",
 )
 VERIFY = Command(
     "the 10-fold verification protocol on pairs.txt, a .bin set or a labelled gallery",
@@ -399,8 +446,9 @@ CLUSTER = Command(
     "group faces by a cosine threshold; near-duplicates",
     _cluster_arguments,
     cluster,
-    description="Group embeddings whose cosine is at least --threshold (connected components); "
-    "list near-duplicates.",
+    description="Group faces from each face's --k nearest neighbours: the links above "
+    "--threshold, as connected components or by Chinese whispers (--method); list "
+    "near-duplicates; with --labels, score the clusters against who each face is.",
 )
 CONVERT = Command(
     "identity folder <-> InsightFace RecordIO",

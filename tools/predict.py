@@ -29,7 +29,11 @@ from .tasks import Command
 
 
 def add_common_arguments(
-    p: argparse.ArgumentParser, *, batch_size: int, out_help: str = "output folder"
+    p: argparse.ArgumentParser,
+    *,
+    batch_size: int,
+    out_help: str = "output folder",
+    out_required: bool = True,
 ) -> None:
     p.add_argument("inputs", nargs="+", help="image files, folders (recursive) or glob patterns")
     p.add_argument(
@@ -37,7 +41,7 @@ def add_common_arguments(
         required=True,
         help="a run folder (its best.pt, else last.pt) or a checkpoint file",
     )
-    p.add_argument("--out", required=True, help=out_help)
+    p.add_argument("--out", required=out_required, help=out_help)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=batch_size, help="images per forward pass")
     add_bulk_arguments(p)
@@ -368,7 +372,16 @@ FACE_DETECTION = Command(
 
 # -- face embeddings ---------------------------------------------------------------------------
 def _face_arguments(p: argparse.ArgumentParser) -> None:
-    add_common_arguments(p, batch_size=64, out_help="output .npz")
+    add_common_arguments(
+        p, batch_size=64, out_help="output .npz (or give --gallery)", out_required=False
+    )
+    p.add_argument(
+        "--gallery",
+        default=None,
+        help="add the faces to this gallery instead of writing an .npz (a folder, created when "
+        "missing, or milvus://HOST:PORT/COLLECTION), in one atomic update at the end; photos "
+        "already in it are skipped; --resume continues a killed run",
+    )
     p.add_argument("--no-flip", action="store_true", help="no flip test-time augmentation")
     p.add_argument(
         "--landmarks",
@@ -407,9 +420,17 @@ def embed_faces(args: argparse.Namespace) -> int:
     from resvision.datasets.face import read_landmarks
     from resvision.tasks.engine.bulk import file_digest
     from resvision.tasks.face.bulk import EmbeddingsBulk
+    from resvision.tasks.face.gallery import EmbeddingSource
+    from resvision.tasks.face.gallery.writer import GalleryOutput
     from resvision.tasks.face.inference import Embedder
 
-    run = prepare_outputs(args)
+    run = _face_outputs(args)
+    emb = Embedder.from_checkpoint(args.checkpoint, device=str(run.device), overrides=args.set)
+    alignment = "norm_crop" if args.landmarks else "none"
+    source = EmbeddingSource(emb.fingerprint, alignment, not args.no_flip)
+    known = _skip_known(args, run, source, emb.model.embedding_size)
+    if known is None:
+        return 0
     images, extras = run.images, None
     if args.landmarks:
         table = read_landmarks(args.landmarks)
@@ -420,10 +441,10 @@ def embed_faces(args: argparse.Namespace) -> int:
                 f"{missing[:3]}"
             )
         extras = np.stack([np.asarray(table[i.name], np.float32).reshape(5, 2) for i in images])
-    emb = Embedder.from_checkpoint(args.checkpoint, device=str(run.device), overrides=args.set)
     job = EmbeddingsBulk(
         emb,
-        run.out,
+        GalleryOutput(args.gallery, source) if args.gallery else run.out,
+        source=source,
         flip=not args.no_flip,
         depends_on=depends_on(
             args,
@@ -436,7 +457,13 @@ def embed_faces(args: argparse.Namespace) -> int:
     result = run_bulk_command(args, job, run, extras=extras)
     if result is None:
         return 0
-    if result.report["written"]:
+    if args.gallery:
+        added = plural(result.images, "face") if result.report["written"] else "nothing"
+        print(
+            f"{summary(result)}{_known(known, 'image')} -> {args.gallery}: {added} added, now "
+            f"{result.report['gallery_size']:,} faces"
+        )
+    elif result.report["written"]:
         rate = result.images / max(result.seconds, 1e-9)
         dimension = result.report["dimension"]
         print(f"{summary(result)} -> {run.out} ({dimension}-d, {rate:.1f} images/s)")
@@ -449,13 +476,15 @@ def embed_detected_faces(args: argparse.Namespace) -> int:
     """``face embed PHOTOS --detector RUN``: every face of every photo, aligned and embedded."""
     from resvision.tasks.engine.bulk import file_digest
     from resvision.tasks.engine.checkpoint import resolve_checkpoint
+    from resvision.tasks.face.gallery import EmbeddingSource
+    from resvision.tasks.face.gallery.writer import GalleryOutput
     from resvision.tasks.face.inference import Embedder
     from resvision.tasks.face_detection.inference import FaceDetector
     from resvision.tasks.pipelines.face import FaceGalleryBulk, FacePipeline
 
     if args.landmarks:
         raise ValueError("--landmarks and --detector exclude each other: the detector finds them")
-    run = prepare_outputs(args)
+    run = _face_outputs(args)
     device = str(run.device)
     pipeline = FacePipeline(
         FaceDetector.from_checkpoint(args.detector, device=device),
@@ -465,10 +494,15 @@ def embed_detected_faces(args: argparse.Namespace) -> int:
         largest_face_only=args.largest_face_only,
         flip=not args.no_flip,
     )
+    source = EmbeddingSource(pipeline.embedder.fingerprint, "norm_crop", not args.no_flip)
+    known = _skip_known(args, run, source, pipeline.embedder.model.embedding_size)
+    if known is None:
+        return 0
     per_pass = max(1, min(args.batch_size, 8))  # photos per detector pass
     job = FaceGalleryBulk(
         pipeline,
-        run.out,
+        GalleryOutput(args.gallery, source) if args.gallery else run.out,
+        source=source,
         depends_on=depends_on(
             args,
             run.device,
@@ -484,7 +518,7 @@ def embed_detected_faces(args: argparse.Namespace) -> int:
     if result is None:
         return 0
     r = result.report
-    if not r["photos"]:
+    if not r["photos"] and not args.gallery:
         print(f"{summary(result)}: nothing written")
         return exit_code(result)
     notes = [f"{plural(r['without_faces'], 'photo')} without a face"]
@@ -494,6 +528,13 @@ def embed_detected_faces(args: argparse.Namespace) -> int:
         notes.append(
             f"{plural(r['below_min_size'], 'face')} below --min-face-size {args.min_face_size:g}"
         )
+    if args.gallery:
+        print(
+            f"{summary(result)}: {plural(r['faces'], 'face')} ({', '.join(notes)}"
+            f"{_known(known, 'photo')}) in {result.seconds:.1f} s -> {args.gallery} (now "
+            f"{r['gallery_size']:,} faces)"
+        )
+        return exit_code(result)
     print(
         f"{summary(result)}: {plural(r['faces'], 'face')} ({', '.join(notes)}) in "
         f"{result.seconds:.1f} s -> {run.out} ({r['dimension']}-d embeddings with photo, box, "
@@ -502,12 +543,57 @@ def embed_detected_faces(args: argparse.Namespace) -> int:
     return exit_code(result)
 
 
+def _face_outputs(args: argparse.Namespace) -> BulkOutputs:
+    """``face embed``'s outputs checked: the ``--out`` .npz, or the ``--gallery``."""
+    if bool(args.out) == bool(args.gallery):
+        raise ValueError("give --out FILE.npz or --gallery GALLERY (one of them)")
+    return _gallery_outputs(args) if args.gallery else prepare_outputs(args)
+
+
+def _gallery_outputs(args: argparse.Namespace) -> BulkOutputs:
+    """``face embed --gallery``'s outputs: the inputs expanded, a gallery folder refused inside
+    an input folder, the run's parts (:func:`.gallery_cmd.gallery_parts`) checked."""
+    from resvision.tasks.face.gallery.writer import not_npz
+
+    from .gallery_cmd import gallery_parts
+
+    not_npz(args.gallery)
+    images = expand_inputs(args.inputs)
+    if not args.gallery.startswith("milvus:"):  # never into an input folder
+        check_outputs(
+            [Path(args.gallery)],
+            inputs=[i.path for i in images],
+            input_folders=input_folders(args.inputs),
+            overwrite=True,
+        )
+    parts = gallery_parts(args.gallery)
+    device = bulk_device(args)
+    check_bulk_outputs(args, images, [], parts)
+    return BulkOutputs(images, Path(args.gallery), [[] for _ in images], parts, device)
+
+
+def _skip_known(args: argparse.Namespace, run: BulkOutputs, source, dim: int) -> list | None:
+    """With ``--gallery``: the photos already in it (left out of ``run.images``), after
+    refusing a gallery of another model; None when nothing is left to do (printed)."""
+    if not args.gallery:
+        return []
+    from .gallery_cmd import skip_known
+
+    return skip_known(args, run, source, dim)
+
+
+def _known(known: list, what: str) -> str:
+    return f", {plural(len(known), what)} already in the gallery skipped" if known else ""
+
+
 FACE = Command(
-    "embed face images into an .npz (the same as `resvision face embed`)",
+    "embed face images into an .npz or a gallery (the same as `resvision face embed`)",
     _face_arguments,
     embed_faces,
     description="Embed face images (files, folders, globs) into an .npz: embeddings (N, D) "
     "float32 unit length, names (relative paths). With --detector, photos instead: every face "
     "is found, aligned from its five landmarks and embedded; the .npz (a gallery) keeps per "
-    "face its photo, box, score, landmarks and embedding (names are photo#k).",
+    "face its photo, box, score, landmarks and embedding (names are photo#k). With --gallery "
+    "instead of --out, the faces are added to a gallery in one atomic update (photos already "
+    "there skipped; --resume continues a killed run).",
 )

@@ -46,6 +46,7 @@ COMMANDS = {
     ("benchmark", "face"): "benchmark_cmd:FACE",
     ("benchmark", "face-detection"): "benchmark_cmd:FACE_DETECTION",
     ("benchmark", "depth"): "benchmark_cmd:DEPTH",
+    ("benchmark", "gallery"): "benchmark_cmd:GALLERY",
     ("benchmark", "predict"): "benchmark_cmd:PREDICT",
     ("face", "embed"): "predict:FACE",
     ("face", "search"): "face_cmd:SEARCH",
@@ -53,6 +54,7 @@ COMMANDS = {
     ("face", "cluster"): "face_cmd:CLUSTER",
     ("face", "ijb"): "ijb_cmd:IJB",
     ("face", "convert"): "face_cmd:CONVERT",
+    ("face", "gallery"): "gallery_cmd:GALLERY",
     ("demo", None): "demo:DEMO",
     ("depth", "gradients"): "depth_cmd:GRADIENTS",
     ("depth", "degradation"): "depth_cmd:DEGRADATION",
@@ -76,7 +78,7 @@ VERBS = {
         "benchmark NAME --help` lists the benchmark's options.",
     ),
     "face": (
-        "face pipeline: embed, search, verify, cluster, ijb, convert",
+        "face pipeline: embed, search, verify, cluster, ijb, convert, gallery",
         "The face-embedding pipeline.",
     ),
     "depth": (

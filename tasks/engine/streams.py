@@ -79,6 +79,7 @@ class NpzWriter:
         shutil.rmtree(self.work, ignore_errors=True)
         self.work.mkdir(parents=True)
         self.columns: dict[str, dict[str, Any]] = {}
+        self.whole: dict[str, np.ndarray] = {}  # arrays given whole (put)
         self.discarded = False
 
     def __enter__(self) -> NpzWriter:
@@ -110,6 +111,10 @@ class NpzWriter:
                 "file": open(self.work / f"{len(self.columns)}.col", "wb"),  # noqa: SIM115
             },
         )
+
+    def put(self, key: str, value: Any) -> None:
+        """An array given whole (a 0-d string, say), written as it is."""
+        self.whole[key] = np.asarray(value)
 
     def append(self, **chunks: Any) -> None:
         for key, chunk in chunks.items():
@@ -143,6 +148,9 @@ class NpzWriter:
                 for key, col in self.columns.items():
                     with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
                         self._write_column(member, col)
+                for key, value in self.whole.items():
+                    with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
+                        np.lib.format.write_array(member, value, allow_pickle=False)
         finally:
             self.abort()
         return self.path

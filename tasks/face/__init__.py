@@ -27,6 +27,8 @@ _EXPORTS = {
     "cluster": "inference",
     "search": "inference",
     "FaceTask": "task",
+    "Gallery": "gallery",
+    "EmbeddingSource": "gallery",
 }
 
 __all__ = sorted(_EXPORTS)

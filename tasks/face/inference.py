@@ -94,6 +94,19 @@ class Embedder:
             model, cfg.data.image_size, device=next(model.parameters()).device, amp=cfg.runtime.amp
         )
 
+    @property
+    def fingerprint(self) -> str:
+        """What identifies these weights (a face gallery refuses to mix embeddings of two):
+        ``"{D}-d {S}px sha256:{hash}"``, the hash of every tensor of the model in order."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for name, tensor in self.model.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+        size = self.model.embedding_size
+        return f"{size}-d {self.image_size}px sha256:{digest.hexdigest()[:16]}"
+
     def prepare(self, image: ImageInput, landmarks: np.ndarray | None = None) -> np.ndarray:
         """An ``(S, S, 3)`` uint8 crop: aligned with :func:`norm_crop` when landmarks are given,
         else the (already aligned) image resized."""
@@ -152,29 +165,15 @@ def search(gallery: np.ndarray, query: np.ndarray, top_k: int = 5) -> tuple[np.n
     return index.search(np.ascontiguousarray(query, np.float32), min(top_k, len(gallery)))
 
 
-def cluster(embeddings: np.ndarray, threshold: float) -> np.ndarray:
-    """Connected components of the graph "cosine >= threshold" (faiss range search); returns a
-    cluster id per embedding, clusters numbered by first appearance."""
-    import faiss
+def cluster(
+    embeddings: np.ndarray, threshold: float, *, method: str = "threshold", k: int = 32
+) -> np.ndarray:
+    """A cluster id per embedding (clusters numbered by first appearance) from the exact
+    ``k``-nearest-neighbour graph: ``threshold`` linkage (connected components of the links
+    ``cosine > threshold``: the all-pairs partition wherever ``k`` covers every such link)
+    or ``chinese-whispers``; see :mod:`.clustering` (and ``Gallery.cluster`` for galleries
+    too large for an exact graph)."""
+    from .clustering import cluster_graph, exact_knn
 
-    x = np.ascontiguousarray(embeddings, np.float32)
-    index = faiss.IndexFlatIP(x.shape[1])
-    index.add(x)
-    lims, _, neighbours = index.range_search(x, float(threshold))
-    parent = np.arange(len(x))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i in range(len(x)):
-        for j in neighbours[lims[i] : lims[i + 1]]:
-            a, b = find(i), find(int(j))
-            if a != b:
-                parent[max(a, b)] = min(a, b)
-    roots = np.array([find(i) for i in range(len(x))])
-    _, ids = np.unique(roots, return_inverse=True)
-    order = {}
-    return np.array([order.setdefault(r, len(order)) for r in ids])
+    scores, neighbours = exact_knn(embeddings, min(k, max(len(embeddings) - 1, 0)))
+    return cluster_graph(scores, neighbours, threshold, method)

@@ -23,7 +23,9 @@ import numpy as np
 from resvision.datasets.images import ImageInput, as_image_list, image_to_array
 from resvision.datasets.inputs import InputImage
 from resvision.tasks.engine.bulk import BulkJob, Entry, LoadedBatch, image_batches
-from resvision.tasks.engine.streams import NpzWriter
+from resvision.tasks.face.bulk import faces_writer
+from resvision.tasks.face.gallery.source import EmbeddingSource
+from resvision.tasks.face.gallery.writer import GalleryOutput, photo_name
 from resvision.tasks.face.inference import Embedder
 from resvision.tasks.face_detection.inference import FaceDetector
 
@@ -50,6 +52,7 @@ class FaceGallery:
     landmarks: np.ndarray  # (F, 5, 2) float32
     embeddings: np.ndarray  # (F, D) float32, unit length
     photos_without_faces: np.ndarray = field(default_factory=lambda: np.zeros(0, str))
+    source: str = ""  # what made the embeddings (EmbeddingSource JSON), "" when unknown
 
     def __len__(self) -> int:
         return len(self.photos)
@@ -75,6 +78,7 @@ class FaceGallery:
             scores=self.scores,
             landmarks=self.landmarks,
             photos_without_faces=self.photos_without_faces,
+            **({"source": np.array(self.source)} if self.source else {}),
         )
         return Path(path)
 
@@ -90,6 +94,7 @@ class FaceGallery:
             landmarks=data["landmarks"],
             embeddings=data["embeddings"].astype(np.float32),
             photos_without_faces=data["photos_without_faces"],
+            source=str(data["source"]) if "source" in data else "",
         )
 
 
@@ -252,14 +257,23 @@ class FacePipeline:
 class FaceGalleryBulk(BulkJob):
     """``face embed PHOTOS --detector RUN`` over a collection: every face of every photo found,
     aligned and embedded, into a gallery ``.npz`` (:class:`FaceGallery`'s layout) assembled
-    from the engine's parts. Detectors pad a batch to its largest photo, so photos of similar
-    shape are batched together."""
+    from the engine's parts, or into a face gallery (a :class:`GalleryOutput`: photos named by
+    :func:`photo_name`, those without a face remembered by their file). Detectors pad a
+    batch to its largest photo, so photos of similar shape are batched together."""
 
     group_by_aspect = True
 
-    def __init__(self, pipeline: FacePipeline, out: Path, *, depends_on: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        pipeline: FacePipeline,
+        out: Path | GalleryOutput,
+        *,
+        depends_on: dict[str, Any],
+        source: EmbeddingSource | None = None,
+    ) -> None:
         super().__init__(depends_on)
-        self.pipeline, self.out = pipeline, Path(out)
+        self.pipeline, self.source = pipeline, source
+        self.out = out if isinstance(out, GalleryOutput) else Path(out)
 
     def process(self, batch: LoadedBatch, inputs: Sequence[InputImage]) -> list[Entry]:
         readable = batch.readable()
@@ -283,7 +297,8 @@ class FaceGalleryBulk(BulkJob):
     def assemble(self, entries: Iterator[tuple[InputImage, Entry]]) -> dict[str, Any]:
         size = self.pipeline.embedder.model.embedding_size
         report = {"photos": 0, "faces": 0, "without_faces": 0, "unaligned": 0, "below_min_size": 0}
-        with NpzWriter(self.out) as writer:
+        gallery = isinstance(self.out, GalleryOutput)
+        with faces_writer(self.out, size, self.source) as writer:
             for key, dtype, shape in (
                 ("embeddings", np.float32, (size,)),
                 ("names", str, ()),
@@ -303,16 +318,21 @@ class FaceGalleryBulk(BulkJob):
                 report["faces"] += k
                 report["unaligned"] += len(entry.record["unaligned"])
                 report["below_min_size"] += entry.record["below_min_size"]
+                photo = photo_name(item.name, item.path) if gallery else item.name
+                path = str(item.path.resolve())
                 if not k:
                     report["without_faces"] += 1
-                    writer.append(photos_without_faces=[item.name])
+                    writer.append(
+                        photos_without_faces=[photo],
+                        **({"paths_without_faces": [path]} if gallery else {}),
+                    )
                     continue
                 writer.append(
                     embeddings=entry.arrays["embeddings"],
-                    names=[f"{item.name}#{j}" for j in range(k)],
+                    names=[f"{photo}#{j}" for j in range(k)],
                     labels=[person_label(item.name)] * k,
-                    photos=[item.name] * k,
-                    paths=[str(item.path.resolve())] * k,
+                    photos=[photo] * k,
+                    paths=[path] * k,
                     face_index=np.arange(k),
                     boxes=entry.arrays["boxes"],
                     scores=entry.arrays["scores"],
@@ -320,4 +340,4 @@ class FaceGalleryBulk(BulkJob):
                 )
             if not report["photos"]:
                 writer.discard()
-        return report | {"dimension": size}
+        return report | {"dimension": size} | ({"gallery_size": writer.size} if gallery else {})

@@ -120,7 +120,7 @@ def test_face_embed_killed_then_resumed_writes_the_uninterrupted_file(face_run, 
     resumed = _run(_cli(*common, "--out", str(out), "--workers", "1", "--resume"))
     assert f"({done} done before this resume)" in resumed.stdout
     a, b = _npz(ref), _npz(out)
-    assert a.keys() == b.keys() == {"embeddings", "names"}
+    assert a.keys() == b.keys() == {"embeddings", "names", "source"}
     assert all(np.array_equal(a[k], b[k]) for k in a)  # to the bit, in input order
     assert not parts.exists()
 

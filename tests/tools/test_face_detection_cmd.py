@@ -199,3 +199,62 @@ def test_the_detector_takes_the_same_inputs_as_every_predictor(runs, photos):
     for r in results[1:]:  # exact: the same pixels run through the same operations and shapes
         assert np.array_equal(r["boxes"], results[0]["boxes"])
         assert np.array_equal(r["landmarks"], results[0]["landmarks"])
+
+
+def test_a_gallery_of_photos_as_a_user_builds_it(runs, photos, tmp_path, tmp_path_factory, capsys):
+    """``face embed --detector --gallery``: a folder, the same folder again (skipped), a second
+    folder, a person removed, photos searched (a known person named, an unknown one not),
+    the gallery clustered and drawn; another model's faces refused; the .npz path agrees."""
+    import shutil
+
+    from resvision.tasks.face import Gallery
+
+    g = tmp_path / "people.gallery"
+    argv = ["face", "embed", "--checkpoint", str(runs["face"]), "--device", "cpu"]
+    det = ["--detector", str(runs["faces"]), "--largest-face-only"]
+    assert main([*argv, str(photos), *det, "--gallery", str(g)]) == 0
+    assert "3 faces (0 photos without a face)" in capsys.readouterr().out
+    first = Gallery.open(g)
+    assert len(first) == 3 and sorted(set(first.labels)) == ["alice", "bob"]
+    assert first.names[0] == "photos/alice/1.png#0"
+    assert first.source.alignment == "norm_crop" and first.source.flip
+    first.close()
+    assert main([*argv, str(photos), *det, "--gallery", str(g)]) == 0
+    assert "3 photos already in the gallery skipped" in capsys.readouterr().out
+    more = tmp_path / "more"
+    shutil.copytree(photos / "alice", more / "carol")
+    assert main([*argv, str(more), *det, "--gallery", str(g)]) == 0
+    assert "(now 5 faces)" in capsys.readouterr().out
+    assert main(["face", "gallery", "remove", str(g), "--labels", "bob"]) == 0
+    assert "removed 1 face" in capsys.readouterr().out
+    # the .npz of the same photos equals the gallery's faces of them
+    npz = tmp_path / "q.npz"
+    assert main([*argv, str(photos), *det, "--out", str(npz)]) == 0
+    capsys.readouterr()
+    assert json_source(npz) == Gallery.open(g).source
+    found = Gallery.open(g).faces(["photos/alice/1.png#0"])
+    np.testing.assert_array_equal(found["boxes"][0], np.load(npz)["boxes"][0])
+    search = ["face", "search", "--gallery", str(g), "--query", str(npz), "--top-k", "1"]
+    drawn = tmp_path_factory.mktemp("drawn")  # outside the photos' common folder
+    assert main([*search, "--threshold", "0.999", "--draw", str(drawn), "--overwrite"]) == 0
+    out = capsys.readouterr().out
+    assert "alice/1.png#0: " in out and "-> alice" in out and "bob/1.png#0: " in out
+    assert out.split("bob/1.png#0: ")[1].splitlines()[0].endswith("-> unknown")
+    assert len(list(drawn.rglob("*.jpg"))) == 3
+    clusters = tmp_path_factory.mktemp("clusters") / "out"
+    cluster = ["face", "cluster", "--gallery", str(g), "--labels", "--method", "chinese-whispers"]
+    assert main([*cluster, "--threshold", "0.999", "--draw", str(clusters)]) == 0
+    out = capsys.readouterr().out
+    assert "4 faces -> " in out and "BCubed precision" in out
+    assert len(list(clusters.rglob("*.jpg"))) == 4
+    # faces of the same model without flip are refused before any photo is read
+    assert main([*argv, str(more), *det, "--no-flip", "--gallery", str(g)]) == 2
+    assert "flip differ" in capsys.readouterr().err and len(Gallery.open(g)) == 4
+    assert main([*argv, str(photos), *det, "--gallery", str(g), "--out", str(npz)]) == 2
+    assert "one of them" in capsys.readouterr().err
+
+
+def json_source(npz):
+    from resvision.tasks.face import EmbeddingSource
+
+    return EmbeddingSource.from_json(str(np.load(npz)["source"]))
