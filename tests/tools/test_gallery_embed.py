@@ -6,7 +6,6 @@ after its faces were added (before its parts went) is found done."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from resvision.tasks.engine.bulk import scan_log
 from resvision.tasks.face import Gallery
 from resvision.tools.cli import main
 
-from .test_bulk_commands import ENV, _cli, _images, _kill_when, _run
+from .test_bulk_commands import _cli, _images, _kill_when, _run
 
 pytestmark = pytest.mark.usefixtures("faiss_one_thread")
 
@@ -37,13 +36,7 @@ def test_face_embed_into_a_gallery_killed_then_resumed(face_run, tmp_path, capsy
     _run(_cli(*common, str(second), "--gallery", str(ref), "--workers", "0"))
 
     parts = tmp_path / "g.gallery.parts"
-    proc = subprocess.Popen(
-        _cli(*common, str(second), "--gallery", str(g), "--workers", "1"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=ENV,
-    )
-    _kill_when(proc, parts, 5)
+    _kill_when(_cli(*common, str(second), "--gallery", str(g), "--workers", "1"), parts, 5)
     done = sum(len(r.indices) for p in parts.glob("*.log") for r in scan_log(p))
     assert 0 < done < 60
     assert len(Gallery.open(g)) == 6  # the last completed add: the first folder
