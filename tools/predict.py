@@ -559,16 +559,12 @@ def _gallery_outputs(args: argparse.Namespace) -> BulkOutputs:
 
     not_npz(args.gallery)
     images = expand_inputs(args.inputs)
+    inputs, folders = [i.path for i in images], input_folders(args.inputs)
     if not args.gallery.startswith("milvus:"):  # never into an input folder
-        check_outputs(
-            [Path(args.gallery)],
-            inputs=[i.path for i in images],
-            input_folders=input_folders(args.inputs),
-            overwrite=True,
-        )
+        check_outputs([Path(args.gallery)], inputs=inputs, input_folders=folders, overwrite=True)
     parts = gallery_parts(args.gallery)
     device = bulk_device(args)
-    check_bulk_outputs(args, images, [], parts)
+    check_bulk_outputs(args, len(images), [], parts, inputs=inputs, input_folders=folders)
     return BulkOutputs(images, Path(args.gallery), [[] for _ in images], parts, device)
 
 
