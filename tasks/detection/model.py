@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from resvision.backbones.weights import extract_state_dict, read_checkpoint
 from resvision.heads.detection import FasterRCNN
 from resvision.tasks.engine.checkpoint import (
+    build_with_weights,
     load_for_inference,
     load_model_weights,
-    load_state_dict_checked,
 )
 from resvision.tasks.engine.runtime import resolve_device
 
 from .config import DetConfig
 
-log = logging.getLogger(__name__)
 TASK = "detection"
 
 
@@ -36,22 +33,14 @@ def whole_detector_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, torch
 def build_model(cfg: DetConfig) -> FasterRCNN:
     """The detector of a (finalized) config; ``model.weights`` may name backbone weights or a
     whole detector (detected by its keys)."""
-    weights, whole = cfg.model.weights, None
-    if weights and Path(weights).is_file():
-        sd = extract_state_dict(read_checkpoint(weights), source=weights)
-        whole = whole_detector_state_dict(sd)
-        weights = None if whole is not None else sd
-    backbone = cfg.model.create_backbone(("c2", "c3", "c4", "c5"), weights=weights)
-    model = FasterRCNN(backbone, cfg.model)
-    if whole is not None:
-        load_state_dict_checked(
-            model,
-            whole,
-            source=str(cfg.model.weights),
-            hint="check model.num_classes, model.head_norm and model.rpn.conv_depth",
-        )
-        log.info("loaded a whole detector from %s", cfg.model.weights)
-    return model
+    return build_with_weights(
+        cfg.model.weights,
+        lambda weights: FasterRCNN(
+            cfg.model.create_backbone(("c2", "c3", "c4", "c5"), weights=weights), cfg.model
+        ),
+        whole_model=whole_detector_state_dict,
+        hint="check model.num_classes, model.head_norm and model.rpn.conv_depth",
+    )
 
 
 def load_model(

@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from resvision.backbones.weights import extract_state_dict, read_checkpoint
 from resvision.heads.segmentation import SegmentationModel, build_segmentation_model
 from resvision.tasks.engine.checkpoint import (
+    build_with_weights,
     load_for_inference,
     load_model_weights,
-    load_state_dict_checked,
 )
 from resvision.tasks.engine.runtime import resolve_device
 
 from .config import SegConfig
 from .losses import SegmentationLoss
 
-log = logging.getLogger(__name__)
 TASK = "segmentation"
 
 
@@ -71,22 +68,13 @@ def build_model(cfg: SegConfig) -> SegmentationModel:
     """The model of a (finalized) config, with its loss; ``model.weights`` may name backbone
     weights or a whole model (detected by its keys)."""
     criterion = SegmentationLoss(cfg.loss, cfg.model.num_classes, cfg.data.ignore_index)
-    weights, whole = cfg.model.weights, None
-    if weights and Path(weights).is_file():
-        sd = extract_state_dict(read_checkpoint(weights), source=weights)
-        whole = convert_segmentation_state_dict(sd)
-        weights = None if whole is not None else sd
-    model = build_segmentation_model(cfg.model, criterion, backbone_weights=weights)
-    if whole is not None:
-        load_state_dict_checked(
-            model,
-            whole,
-            source=str(cfg.model.weights),
-            hint="check model.arch, model.backbone, model.num_classes and the head options of "
-            "the preset it came from",
-        )
-        log.info("loaded a whole segmentation model from %s", cfg.model.weights)
-    return model
+    return build_with_weights(
+        cfg.model.weights,
+        lambda weights: build_segmentation_model(cfg.model, criterion, backbone_weights=weights),
+        whole_model=convert_segmentation_state_dict,
+        hint="check model.arch, model.backbone, model.num_classes and the head options of "
+        "the preset it came from",
+    )
 
 
 def load_model(
