@@ -229,7 +229,7 @@ def faces_coco_dict(ann: FaceAnnotations) -> dict:
             "area": float((b[j, 2] - b[j, 0]) * (b[j, 3] - b[j, 1])),
             "iscrowd": int(ann.ignore[j]),
         }
-        for j in range(ann.num_faces)
+        for j in range(ann.num_boxes)
     ]
     return {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "face"}]}
 
