@@ -119,7 +119,7 @@ def run_gradients(args: argparse.Namespace) -> int:
 
 def run_degradation(args: argparse.Namespace) -> int:
     from resvision.studies.residual import degradation as D
-    from resvision.tasks.table import format_table
+    from resvision.tasks.engine.table import format_table
 
     cfg = D.DegradationConfig(
         depths=args.depths,

@@ -149,7 +149,7 @@ def span_decades(values: list[float]) -> float:
 
 def format_report(results: dict[str, list[BlockGradient]], *, max_rows: int = 40) -> str:
     """The table (every block, or ``max_rows`` evenly spaced ones) and the ratios."""
-    from resvision.tasks.table import format_table
+    from resvision.tasks.engine.table import format_table
 
     variants = list(results)
     rows = results[variants[0]]

@@ -33,8 +33,8 @@ from resvision.tasks.engine.coco import (
     ground_truth_dict,
 )
 from resvision.tasks.engine.files import atomic_write_text
+from resvision.tasks.engine.table import format_table
 from resvision.tasks.engine.task import Evaluator
-from resvision.tasks.table import format_table
 
 MASK = "mask/"  # prefix of the mask figures
 

@@ -34,8 +34,8 @@ from resvision.tasks.engine.coco import (
     COCOResults,
     ground_truth_dict,
 )
+from resvision.tasks.engine.table import format_table
 from resvision.tasks.engine.task import Evaluator
-from resvision.tasks.table import format_table
 
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
 

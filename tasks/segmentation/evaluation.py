@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from resvision.tasks.engine import distributed as D
+from resvision.tasks.engine.table import format_table
 from resvision.tasks.engine.task import Evaluator
-from resvision.tasks.table import format_table
 
 
 class ConfusionMatrix:
