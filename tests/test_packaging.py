@@ -338,3 +338,17 @@ def test_the_lazy_export_check_sees_a_missing_name(tmp_path):
     )
     table, block = _lazy_exports(init)
     assert table == {"X": "a", "Y": "b"} and block == {"X": "a"}
+
+
+def test_each_config_class_is_defined_once():
+    """A config section has one class (``SegModelConfig`` once lived in heads/ and tasks/): a
+    reader's "go to definition" and a preset's keys find one set of defaults."""
+    where: dict[str, list[str]] = {}
+    for sub in SUBPACKAGES:
+        for path in (REPO / sub).rglob("*.py"):
+            for node in ast.parse(path.read_text(), filename=str(path)).body:
+                if isinstance(node, ast.ClassDef) and node.name.endswith("Config"):
+                    where.setdefault(node.name, []).append(path.relative_to(REPO).as_posix())
+    twice = {name: paths for name, paths in where.items() if len(paths) > 1}
+    assert not twice, twice
+    assert where["SegModelConfig"] == ["heads/segmentation/config.py"]
