@@ -1,7 +1,10 @@
 """The one backbone registry: names -> builders, with close-match errors.
 
-Registration happens by plain imports in ``backbones/__init__.py``. Only backbones are
-registered; heads, necks and tasks are ordinary classes.
+Each family module registers its members when it is imported (``resnet.py``, ``preact.py``,
+``iresnet.py``, ``cifar.py``, each through :func:`family_builder`); ``factory.py`` imports
+those modules, so :func:`~.factory.create_backbone` and :func:`~.factory.list_backbones` see
+every name. ``backbones/__init__.py`` imports nothing eagerly (reading a config needs no
+torch). Only backbones are registered; heads, necks and tasks are ordinary classes.
 """
 
 from __future__ import annotations
