@@ -11,10 +11,8 @@ import torch
 from resvision.heads.detection import FasterRCNN
 from resvision.tasks.engine.checkpoint import (
     build_with_weights,
-    load_for_inference,
-    load_model_weights,
+    load_trained_model,
 )
-from resvision.tasks.engine.runtime import resolve_device
 
 from .config import DetConfig
 
@@ -48,12 +46,13 @@ def load_model(
 ) -> tuple[FasterRCNN, DetConfig, dict[str, Any]]:
     """A trained detector (eval mode, the checkpoint's EMA weights when it has them), its config
     and meta (``class_names``, ``category_ids``), from a checkpoint file or a run folder."""
-    state, cfg = load_for_inference(
-        checkpoint, task=TASK, config_class=DetConfig, overrides=overrides
+    model, cfg, meta = load_trained_model(
+        checkpoint,
+        build_model,
+        task=TASK,
+        config_class=DetConfig,
+        device=device,
+        overrides=overrides,
     )
-    model = build_model(cfg)
-    load_model_weights(model, state)
-    model.to(resolve_device(device)).eval()
-    meta = dict(state.get("meta") or {})
     meta.setdefault("class_names", [str(i) for i in range(1, cfg.model.num_classes + 1)])
     return model, cfg, meta

@@ -249,6 +249,30 @@ def build_with_weights(
     return model
 
 
+def load_trained_model(
+    checkpoint: str | Path,
+    build: Callable[[Any], nn.Module],
+    *,
+    task: str,
+    config_class: type,
+    device: str = "auto",
+    overrides: Iterable[str] = (),
+) -> tuple[nn.Module, Any, dict[str, Any]]:
+    """What every task's ``load_model`` returns, ``(model, config, meta)``, for a resvision
+    checkpoint (a file or a run folder): ``build(config)``'s model with the checkpoint's weights
+    (the EMA's when it has them), in eval mode on ``device``, and the task's meta (class names,
+    ...) as the checkpoint stored it."""
+    from .runtime import resolve_device
+
+    state, cfg = load_for_inference(
+        checkpoint, task=task, config_class=config_class, overrides=overrides
+    )
+    model = build(cfg)
+    load_model_weights(model, state)
+    model.to(resolve_device(device)).eval()
+    return model, cfg, dict(state.get("meta") or {})
+
+
 def load_for_inference(
     path: str | Path, *, task: str, config_class: type, overrides: Iterable[str] = ()
 ) -> tuple[dict[str, Any], Any]:

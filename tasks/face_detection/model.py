@@ -15,8 +15,7 @@ from resvision.backbones.weights import extract_state_dict, read_checkpoint
 from resvision.heads.retinaface import RetinaFace
 from resvision.tasks.engine.checkpoint import (
     build_with_weights,
-    load_for_inference,
-    load_model_weights,
+    load_trained_model,
 )
 from resvision.tasks.engine.config import apply_overrides
 from resvision.tasks.engine.errors import CheckpointError
@@ -121,22 +120,21 @@ def load_model(
     and meta, from a resvision run folder or checkpoint, or from the PyTorch port's
     ``Resnet50_Final.pth`` (then with ``retinaface_r50``'s config)."""
     try:
-        state, cfg = load_for_inference(
-            checkpoint, task=TASK, config_class=FaceDetConfig, overrides=overrides
+        return load_trained_model(
+            checkpoint,
+            build_model,
+            task=TASK,
+            config_class=FaceDetConfig,
+            device=device,
+            overrides=overrides,
         )
     except CheckpointError:
         if not _is_port_file(Path(checkpoint)):
             raise
-        cfg = port_config(checkpoint, overrides)
-        model = build_model(cfg)
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=None))
-        meta: dict[str, Any] = {"source": str(checkpoint)}
-    else:
-        model = build_model(cfg)
-        load_model_weights(model, state)
-        meta = dict(state.get("meta") or {})
-    model.to(resolve_device(device)).eval()
-    return model, cfg, meta
+    cfg = port_config(checkpoint, overrides)
+    model = build_model(cfg).to(resolve_device(device)).eval()
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=None))
+    return model, cfg, {"source": str(checkpoint)}
 
 
 def _is_port_file(path: Path) -> bool:

@@ -11,10 +11,8 @@ import torch
 from resvision.heads.segmentation import SegmentationModel, build_segmentation_model
 from resvision.tasks.engine.checkpoint import (
     build_with_weights,
-    load_for_inference,
-    load_model_weights,
+    load_trained_model,
 )
-from resvision.tasks.engine.runtime import resolve_device
 
 from .config import SegConfig
 from .losses import SegmentationLoss
@@ -82,12 +80,13 @@ def load_model(
 ) -> tuple[SegmentationModel, SegConfig, dict[str, Any]]:
     """A trained model (eval mode, the checkpoint's EMA weights when it has them), its config
     and meta (``class_names``), from a checkpoint file or a run folder."""
-    state, cfg = load_for_inference(
-        checkpoint, task=TASK, config_class=SegConfig, overrides=overrides
+    model, cfg, meta = load_trained_model(
+        checkpoint,
+        build_model,
+        task=TASK,
+        config_class=SegConfig,
+        device=device,
+        overrides=overrides,
     )
-    model = build_model(cfg)
-    load_model_weights(model, state)
-    model.to(resolve_device(device)).eval()
-    meta = dict(state.get("meta") or {})
     meta.setdefault("class_names", [str(i) for i in range(cfg.model.num_classes)])
     return model, cfg, meta
