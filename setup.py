@@ -1,10 +1,10 @@
 """Packaging for resvision.
 
 The repository root holds one folder per subpackage (``backbones/``, ``heads/``, ``tasks/``,
-``datasets/``, ``tools/``); each is installed under the single import namespace ``resvision``
-(``backbones/`` -> ``resvision.backbones``) through ``package_dir``. ``resvision`` itself is an
-implicit namespace package, so nothing else is installed at the top level: no ``datasets`` that
-would shadow Hugging Face's, no ``tools`` or ``tasks``.
+``studies/``, ``datasets/``, ``tools/``); each is installed under the single import namespace
+``resvision`` (``backbones/`` -> ``resvision.backbones``) through ``package_dir``. ``resvision``
+itself is an implicit namespace package, so nothing else is installed at the top level: no
+``datasets`` that would shadow Hugging Face's, no ``tools`` or ``tasks``.
 """
 
 from pathlib import Path
@@ -12,7 +12,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 VERSION = "0.1.0"
-SUBPACKAGES = ("backbones", "heads", "tasks", "datasets", "tools")
+SUBPACKAGES = ("backbones", "heads", "tasks", "studies", "datasets", "tools")
 
 packages: list[str] = []
 package_dir: dict[str, str] = {}

@@ -9,9 +9,24 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import BackboneConfig as BackboneConfig
+
+if TYPE_CHECKING:  # _EXPORTS' names, for editors, type checkers and grep
+    from .base import ARCFACE as ARCFACE
+    from .base import IMAGENET as IMAGENET
+    from .base import NORM_POLICIES as NORM_POLICIES
+    from .base import Backbone as Backbone
+    from .base import FeatureSpec as FeatureSpec
+    from .base import Normalization as Normalization
+    from .factory import create_backbone as create_backbone
+    from .factory import list_backbones as list_backbones
+    from .registry import register_backbone as register_backbone
+    from .weights import LoadReport as LoadReport
+    from .weights import WeightsError as WeightsError
+    from .weights import adapt_input_conv as adapt_input_conv
+    from .weights import load_backbone_weights as load_backbone_weights
 
 # Names are imported on first use: reading a config (BackboneConfig) imports no torch.
 _EXPORTS = {

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Backbone, FeatureSpec, Normalization
-from .registry import register_backbone
+from .registry import family_builder, register_backbone
 
 CIFAR10 = Normalization((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 BASIC_DEPTHS = (20, 32, 44, 56, 110, 1202)
@@ -235,32 +235,14 @@ class CifarResNet(Backbone):
         return super().extra_repr() + (", plain" if self.plain else "")
 
 
-def _make_builder(depth: int, preact: bool):
+def _register(depth: int, preact: bool) -> None:
     name = f"cifar_preact_resnet{depth}" if preact else f"cifar_resnet{depth}"
-
-    def build(
-        *,
-        out_levels: Sequence[str] | None = None,
-        output_stride: int | None = None,
-        in_channels=3,
-        plain: bool = False,
-    ) -> CifarResNet:
-        return CifarResNet(
-            depth,
-            preact=preact,
-            plain=plain,
-            out_levels=out_levels,
-            output_stride=output_stride,
-            in_channels=in_channels,
-        )
-
     kind = "pre-activation bottleneck" if preact else "basic-block, option A shortcuts"
-    build.__name__ = build.__qualname__ = name
-    build.__doc__ = f"{name}: He et al.'s CIFAR ResNet ({kind}); plain=True removes shortcuts."
-    return build
+    doc = f"{name}: He et al.'s CIFAR ResNet ({kind}); plain=True removes shortcuts."
+    register_backbone(name, family_builder(name, CifarResNet, depth, preact=preact, doc=doc))
 
 
 for _depth in BASIC_DEPTHS:
-    register_backbone(f"cifar_resnet{_depth}", _make_builder(_depth, preact=False))
+    _register(_depth, preact=False)
 for _depth in PREACT_DEPTHS:
-    register_backbone(f"cifar_preact_resnet{_depth}", _make_builder(_depth, preact=True))
+    _register(_depth, preact=True)

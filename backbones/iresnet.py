@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .base import ARCFACE, Backbone, FeatureSpec
-from .registry import register_backbone
+from .registry import family_builder, register_backbone
 
 IRESNET_LAYERS = {
     "iresnet18": (2, 2, 2, 2),
@@ -168,20 +168,13 @@ class IResNet(Backbone):
         return ("bn2.", "fc.", "features.")
 
 
-def _make_builder(name: str):
-    layers = IRESNET_LAYERS[name]
-
-    def build(
-        *, out_levels: Sequence[str] | None = None, output_stride: int | None = None, in_channels=3
-    ) -> IResNet:
-        return IResNet(
-            layers, out_levels=out_levels, output_stride=output_stride, in_channels=in_channels
-        )
-
-    build.__name__ = build.__qualname__ = name
-    build.__doc__ = f"{name}: InsightFace arcface_torch iResNet, blocks per stage {layers}."
-    return build
-
-
-for _name in IRESNET_LAYERS:
-    register_backbone(_name, _make_builder(_name))
+for _name, _layers in IRESNET_LAYERS.items():
+    register_backbone(
+        _name,
+        family_builder(
+            _name,
+            IResNet,
+            _layers,
+            doc=f"{_name}: InsightFace arcface_torch iResNet, blocks per stage {_layers}.",
+        ),
+    )

@@ -35,7 +35,7 @@ from timm.layers import convert_sync_batchnorm, freeze_batch_norm_2d
 from torch import nn
 
 from .base import NORM_POLICIES, Backbone, FeatureSpec, Normalization
-from .registry import register_backbone
+from .registry import family_builder, register_backbone
 from .resnet import timm_trunk
 
 RESNETV2_NAMES = (
@@ -135,18 +135,13 @@ class ResNetV2(Backbone):
         return self.train(self.training)
 
 
-def _make_builder(arch: str):
-    def build(
-        *, out_levels: Sequence[str] | None = None, output_stride: int | None = None, in_channels=3
-    ) -> ResNetV2:
-        return ResNetV2(
-            arch, out_levels=out_levels, output_stride=output_stride, in_channels=in_channels
-        )
-
-    build.__name__ = build.__qualname__ = arch
-    build.__doc__ = f"{arch} (timm's pre-activation ResNetV2) behind the resvision contract."
-    return build
-
-
 for _arch in RESNETV2_NAMES:
-    register_backbone(_arch, _make_builder(_arch))
+    register_backbone(
+        _arch,
+        family_builder(
+            _arch,
+            ResNetV2,
+            _arch,
+            doc=f"{_arch} (timm's pre-activation ResNetV2) behind the resvision contract.",
+        ),
+    )

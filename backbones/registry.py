@@ -1,13 +1,17 @@
 """The one backbone registry: names -> builders, with close-match errors.
 
-Registration happens by plain imports in ``backbones/__init__.py``. Only backbones are
-registered; heads, necks and tasks are ordinary classes.
+Each family module registers its members when it is imported (``resnet.py``, ``preact.py``,
+``iresnet.py``, ``cifar.py``, each through :func:`family_builder`); ``factory.py`` imports
+those modules, so :func:`~.factory.create_backbone` and :func:`~.factory.list_backbones` see
+every name. ``backbones/__init__.py`` imports nothing eagerly (reading a config needs no
+torch). Only backbones are registered; heads, necks and tasks are ordinary classes.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import inspect
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -40,6 +44,27 @@ def register_backbone(name: str, builder: BackboneBuilder | None = None) -> Any:
         return fn
 
     return _register(builder) if builder is not None else _register
+
+
+def family_builder(name: str, cls: type[Backbone], *args: Any, doc: str, **bound: Any) -> Any:
+    """The builder of one member of a backbone family, for :func:`register_backbone`:
+    ``cls(*args, **bound, **options)``, where ``args`` and ``bound`` say which member (an
+    architecture name, blocks per stage, ...) and ``options`` are the keyword arguments
+    :func:`create_backbone` passes (``out_levels``, ``output_stride``, ``in_channels``, and
+    ``plain`` where ``cls`` takes it). The builder is named ``name``, documented by ``doc`` and
+    shows ``cls``'s remaining keyword parameters as its signature."""
+
+    def build(**options: Any) -> Backbone:
+        return cls(*args, **bound, **options)
+
+    params = list(inspect.signature(cls).parameters.values())[len(args) :]
+    build.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [p for p in params if p.name not in bound], return_annotation=cls
+    )
+    build.__name__ = build.__qualname__ = name
+    build.__module__ = cls.__module__
+    build.__doc__ = doc
+    return build
 
 
 def list_backbones(pattern: str = "*") -> list[str]:

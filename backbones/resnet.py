@@ -20,7 +20,7 @@ from timm.models.resnet import BasicBlock, Bottleneck
 from torch import nn
 
 from .base import IMAGENET, STAGES, Backbone, FeatureSpec
-from .registry import register_backbone
+from .registry import family_builder, register_backbone
 
 RESNET_NAMES = (
     "resnet18",
@@ -148,18 +148,13 @@ def _last_channels(layer: nn.Sequential) -> int:
     return last_bn.num_features
 
 
-def _make_builder(arch: str):
-    def build(
-        *, out_levels: Sequence[str] | None = None, output_stride: int | None = None, in_channels=3
-    ) -> ResNet:
-        return ResNet(
-            arch, out_levels=out_levels, output_stride=output_stride, in_channels=in_channels
-        )
-
-    build.__name__ = build.__qualname__ = arch
-    build.__doc__ = f"{arch} (timm/torchvision architecture) behind the resvision contract."
-    return build
-
-
 for _arch in RESNET_NAMES:
-    register_backbone(_arch, _make_builder(_arch))
+    register_backbone(
+        _arch,
+        family_builder(
+            _arch,
+            ResNet,
+            _arch,
+            doc=f"{_arch} (timm/torchvision architecture) behind the resvision contract.",
+        ),
+    )

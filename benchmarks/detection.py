@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from resvision.tasks.engine.runtime import autocast, resolve_device
-from resvision.tasks.table import format_table
+from resvision.tasks.engine.table import format_table
 
 from .timing import best_of_rounds, device_name, items_per_second, sgd_train_step
 

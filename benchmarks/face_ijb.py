@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from resvision.tasks.table import format_table
+from resvision.tasks.engine.table import format_table
 
 TESTS = Path(__file__).resolve().parents[1] / "tests" / "tasks" / "face"
 

@@ -46,9 +46,9 @@ from pathlib import Path
 import numpy as np
 
 from resvision.datasets.face.embeddings import EmbeddingModel, synthetic_embeddings
+from resvision.tasks.engine.table import format_table
 from resvision.tasks.face.clustering import chinese_whispers, cluster_scores, threshold_linkage
 from resvision.tasks.face.gallery import Gallery
-from resvision.tasks.table import format_table
 
 FARS = (1e-3, 1e-4, 1e-5, 1e-6)
 

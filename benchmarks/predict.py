@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from resvision.tasks.table import format_table
+from resvision.tasks.engine.table import format_table
 
 
 # -- the images ----------------------------------------------------------------------------------

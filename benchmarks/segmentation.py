@@ -11,9 +11,9 @@ from torch import nn
 
 from resvision.tasks.engine.config import apply_overrides
 from resvision.tasks.engine.runtime import autocast, resolve_device
+from resvision.tasks.engine.table import format_table
 from resvision.tasks.segmentation.config import SegConfig
 from resvision.tasks.segmentation.model import build_model
-from resvision.tasks.table import format_table
 
 from .timing import best_of_rounds, device_name, items_per_second, sgd_train_step
 

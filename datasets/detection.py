@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .annotations import BoxAnnotations, offsets_of
 from .images import ImageReadError, read_first_readable, read_label_map, read_rgb
 from .masks import InstanceMasks
 from .segmentation import VOC_CLASSES, folder_items
@@ -39,15 +40,10 @@ class AnnotationError(ValueError):
 
 
 @dataclass
-class DetectionAnnotations:
-    """Every image's boxes in flat arrays; image ``i`` owns rows ``offsets[i]:offsets[i+1]``."""
+class DetectionAnnotations(BoxAnnotations):
+    """:class:`~.annotations.BoxAnnotations` (boxes clipped to the image) with each box's
+    label, crowd flag, area and, when read with them, its instance mask."""
 
-    file_names: np.ndarray  # (N,) bytes, relative to the image root
-    image_ids: np.ndarray  # (N,) int64, the source's ids
-    heights: np.ndarray  # (N,) int32
-    widths: np.ndarray  # (N,) int32
-    offsets: np.ndarray  # (N + 1,) int64
-    boxes: np.ndarray  # (M, 4) float32 xyxy, clipped to the image
     labels: np.ndarray  # (M,) int64 in 1..K
     iscrowd: np.ndarray  # (M,) bool (VOC "difficult" is stored here too: ignored in evaluation)
     areas: np.ndarray  # (M,) float32 (the source's area: segment area for COCO)
@@ -56,19 +52,6 @@ class DetectionAnnotations:
     dropped_degenerate: int = 0
     masks: InstanceMasks | None = None  # (M,) segmentations, when read with them
     source: str = ""  # the COCO json read (evaluation scores against the file itself)
-
-    def __len__(self) -> int:
-        return len(self.image_ids)
-
-    def file_name(self, i: int) -> str:
-        return self.file_names[i].decode("utf-8")
-
-    def rows(self, i: int) -> slice:
-        return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
-
-    @property
-    def num_boxes(self) -> int:
-        return len(self.labels)
 
     def subset(self, keep: np.ndarray) -> DetectionAnnotations:
         """Only the images where ``keep`` is true."""
@@ -84,7 +67,7 @@ class DetectionAnnotations:
             self.image_ids[idx],
             self.heights[idx],
             self.widths[idx],
-            np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+            offsets_of(counts),
             self.boxes[rows],
             self.labels[rows],
             self.iscrowd[rows],
@@ -155,7 +138,7 @@ def _pack(
         image_ids=image_ids.astype(np.int64),
         heights=heights.astype(np.int32),
         widths=widths.astype(np.int32),
-        offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        offsets=offsets_of(counts),
         boxes=boxes[keep],
         labels=labels[keep].astype(np.int64),
         iscrowd=iscrowd[keep].astype(bool),

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .annotations import BoxAnnotations, offsets_of
 from .detection import AnnotationError, _load_json
 from .face.synthetic import SyntheticFaces, render_face_parts
 from .images import read_first_readable, read_rgb
@@ -35,32 +36,14 @@ MIRRORED = [1, 0, 2, 4, 3]  # landmark order after a horizontal flip (left <-> r
 
 
 @dataclass
-class FaceAnnotations:
-    """Every image's faces in flat arrays; image ``i`` owns rows ``offsets[i]:offsets[i+1]``."""
+class FaceAnnotations(BoxAnnotations):
+    """:class:`~.annotations.BoxAnnotations` of faces (sizes 0 where the source does not say,
+    as in ``label.txt``) with each face's landmarks, ignore flag and identity."""
 
-    file_names: np.ndarray  # (N,) bytes, relative to the image root
-    image_ids: np.ndarray  # (N,) int64
-    heights: np.ndarray  # (N,) int32; 0 where the source does not say (label.txt)
-    widths: np.ndarray  # (N,) int32
-    offsets: np.ndarray  # (N + 1,) int64
-    boxes: np.ndarray  # (M, 4) float32 xyxy
     landmarks: np.ndarray  # (M, 5, 2) float32; zeros where a face has none
     has_landmarks: np.ndarray  # (M,) bool
     ignore: np.ndarray  # (M,) bool: crowd regions, left out of training
     identities: np.ndarray  # (M,) int64: who the face is (synthetic scenes), else -1
-
-    def __len__(self) -> int:
-        return len(self.file_names)
-
-    def file_name(self, i: int) -> str:
-        return self.file_names[i].decode("utf-8")
-
-    def rows(self, i: int) -> slice:
-        return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
-
-    @property
-    def num_faces(self) -> int:
-        return len(self.boxes)
 
 
 def pack_faces(
@@ -87,7 +70,7 @@ def pack_faces(
         image_ids=np.asarray(image_ids if image_ids is not None else range(1, n + 1), np.int64),
         heights=np.asarray(heights if heights is not None else [0] * n, np.int32),
         widths=np.asarray(widths if widths is not None else [0] * n, np.int32),
-        offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        offsets=offsets_of(counts),
         boxes=np.array([r[0] for r in rows], np.float32).reshape(-1, 4),
         landmarks=landmarks,
         has_landmarks=has,

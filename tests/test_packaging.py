@@ -13,14 +13,16 @@ import pytest
 
 from .conftest import REPO
 
-SUBPACKAGES = ("backbones", "heads", "tasks", "datasets", "tools")
-# Who may import whom (STYLE.md): backbones <- heads <- tasks <- tools; datasets by tasks/tools.
+SUBPACKAGES = ("backbones", "heads", "tasks", "studies", "datasets", "tools")
+# Who may import whom (STYLE.md): backbones <- heads <- tasks <- studies <- tools; datasets by
+# tasks, studies and tools.
 ALLOWED = {
     "backbones": set(),
     "heads": {"backbones"},
     "datasets": set(),
     "tasks": {"backbones", "heads", "datasets"},
-    "tools": {"backbones", "heads", "datasets", "tasks"},
+    "studies": {"backbones", "heads", "datasets", "tasks"},
+    "tools": {"backbones", "heads", "datasets", "tasks", "studies"},
 }
 
 
@@ -261,3 +263,92 @@ def test_every_task_package_has_the_layout_the_readme_describes():
             f"class {cls}(" in (REPO / Path(*module.split(".")[1:])).with_suffix(".py").read_text()
         )
     assert "A new task" in (REPO / "README.md").read_text()
+
+
+def test_tasks_holds_only_task_packages_the_engine_and_pipelines():
+    """Every folder in ``tasks/`` is a task package (its ``model.py`` and ``task.py``, a line in
+    the CLI's table), ``engine/`` or ``pipelines/``; every module there is ``__init__.py``.
+    Anything else (a study, a formatter) has a room named for what it holds."""
+    from resvision.tools.tasks import TASKS
+
+    tasks = {where.split(":")[0].split(".")[2] for where in TASKS.values()}
+    strays = []
+    for entry in sorted((REPO / "tasks").iterdir()):
+        if entry.name == "__pycache__":
+            continue
+        if entry.is_file():
+            if entry.name != "__init__.py":
+                strays.append(entry.name)
+        elif entry.name not in {"engine", "pipelines"} and not (
+            entry.name in tasks and (entry / "model.py").is_file() and (entry / "task.py").is_file()
+        ):
+            strays.append(f"{entry.name}/")
+    assert not strays, f"in tasks/ but neither a task package, engine/ nor pipelines/: {strays}"
+
+
+def _lazy_exports(path: Path) -> tuple[dict[str, str] | None, dict[str, str]]:
+    """A package's ``_EXPORTS`` table (None without one) and the names its
+    ``if TYPE_CHECKING:`` block imports, each -> the submodule it comes from."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    table, block = None, {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "_EXPORTS" for t in node.targets
+        ):
+            table = ast.literal_eval(node.value)
+        elif isinstance(node, ast.If) and ast.dump(node.test) == ast.dump(
+            ast.Name("TYPE_CHECKING", ast.Load())
+        ):
+            for imp in node.body:
+                assert isinstance(imp, ast.ImportFrom) and imp.level == 1, ast.unparse(imp)
+                for alias in imp.names:
+                    # ``X as X``: the explicit re-export form type checkers recognize
+                    assert alias.asname in (None, alias.name), ast.unparse(imp)
+                    block[alias.asname or alias.name] = imp.module
+    return table, block
+
+
+def test_every_lazy_export_table_has_a_type_checking_twin():
+    """Each package that imports its names on first use (``_EXPORTS`` + ``__getattr__``, so that
+    ``--help`` and configs import no torch) names the same things, from the same submodules, in
+    an ``if TYPE_CHECKING:`` block beside the table: editors' "go to definition", type checkers
+    and grep find the real definitions."""
+    packages = sorted(p for sub in SUBPACKAGES for p in (REPO / sub).rglob("__init__.py"))
+    checked = []
+    for path in packages:
+        table, block = _lazy_exports(path)
+        if table is None:
+            assert not block, f"{path.relative_to(REPO)}: a TYPE_CHECKING block without _EXPORTS"
+            continue
+        where = path.relative_to(REPO)
+        assert block == table, (
+            f"{where}: only in _EXPORTS {sorted(set(table.items()) - set(block.items()))}; "
+            f"only in the TYPE_CHECKING block {sorted(set(block.items()) - set(table.items()))}"
+        )
+        checked.append(where.parent.as_posix())
+    assert {"backbones", "heads/detection", "tasks/engine", "tasks/face"} <= set(checked)
+
+
+def test_the_lazy_export_check_sees_a_missing_name(tmp_path):
+    init = tmp_path / "__init__.py"
+    init.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from .a import X as X\n"
+        "_EXPORTS = {'X': 'a', 'Y': 'b'}\n"
+    )
+    table, block = _lazy_exports(init)
+    assert table == {"X": "a", "Y": "b"} and block == {"X": "a"}
+
+
+def test_each_config_class_is_defined_once():
+    """A config section has one class (``SegModelConfig`` once lived in heads/ and tasks/): a
+    reader's "go to definition" and a preset's keys find one set of defaults."""
+    where: dict[str, list[str]] = {}
+    for sub in SUBPACKAGES:
+        for path in (REPO / sub).rglob("*.py"):
+            for node in ast.parse(path.read_text(), filename=str(path)).body:
+                if isinstance(node, ast.ClassDef) and node.name.endswith("Config"):
+                    where.setdefault(node.name, []).append(path.relative_to(REPO).as_posix())
+    twice = {name: paths for name, paths in where.items() if len(paths) > 1}
+    assert not twice, twice
+    assert where["SegModelConfig"] == ["heads/segmentation/config.py"]

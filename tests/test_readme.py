@@ -47,7 +47,7 @@ def test_readme_python_block_runs(index, tmp_path, monkeypatch):
 
 
 def test_readme_backbone_table_is_current():
-    from resvision.tasks.table import format_table
+    from resvision.tasks.engine.table import format_table
     from resvision.tools.backbones_cmd import HEADERS, backbone_rows
 
     assert format_table(HEADERS, backbone_rows(), floatfmt=".2f") in README

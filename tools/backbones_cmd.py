@@ -57,7 +57,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from resvision.tasks.table import format_table
+    from resvision.tasks.engine.table import format_table
 
     print(format_table(HEADERS, backbone_rows(args.pattern, args.output_stride), floatfmt=".2f"))
     return 0

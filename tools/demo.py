@@ -58,7 +58,7 @@ def run_backbones(image: np.ndarray, names=DEMO_BACKBONES) -> list[list[object]]
 
 
 def demo_backbones(out: Path) -> None:
-    from resvision.tasks.table import format_table
+    from resvision.tasks.engine.table import format_table
 
     print("== Registered backbones ==\n")
     print(format_table(HEADERS, backbone_rows(), floatfmt=".2f"))

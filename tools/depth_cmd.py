@@ -1,6 +1,6 @@
 """``resvision depth gradients|degradation``: what the residual connection does, measured.
 
-The work is in ``resvision.tasks.depth``; torch is imported only when a command runs, so
+The work is in ``resvision.studies.residual``; torch is imported only when a command runs, so
 ``--help`` answers at once.
 """
 
@@ -92,7 +92,7 @@ def _refuse_existing(paths: list[Path]) -> None:
 
 
 def run_gradients(args: argparse.Namespace) -> int:
-    from resvision.tasks.depth import gradients as G
+    from resvision.studies.residual import gradients as G
 
     output = Path(args.output or f"depth_gradients_{args.backbone}.png")
     if not args.overwrite:
@@ -118,8 +118,8 @@ def run_gradients(args: argparse.Namespace) -> int:
 
 
 def run_degradation(args: argparse.Namespace) -> int:
-    from resvision.tasks.depth import degradation as D
-    from resvision.tasks.table import format_table
+    from resvision.studies.residual import degradation as D
+    from resvision.tasks.engine.table import format_table
 
     cfg = D.DegradationConfig(
         depths=args.depths,

@@ -169,7 +169,7 @@ def export_face(args: argparse.Namespace) -> int:
     from resvision.tasks.face.model import load_model
 
     out = output_path(args)
-    model, cfg = load_model(args.checkpoint, device="cpu")
+    model, cfg, _ = load_model(args.checkpoint, device="cpu")
     size = cfg.data.image_size
     out = export(model, out, size=size, opset=args.opset)
     worst = 0.0

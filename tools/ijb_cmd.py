@@ -172,8 +172,8 @@ def _embed(args: argparse.Namespace, meta, device):
 
 
 def _print(result) -> None:
+    from resvision.tasks.engine.table import format_table
     from resvision.tasks.face.ijb import FPIRS, RANKS, tar_key, tpir_key
-    from resvision.tasks.table import format_table
 
     m, c = result.metrics, result.summary()["counts"]
     fars = list(result.points)

@@ -5,7 +5,21 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # _EXPORTS' names, for editors, type checkers and grep
+    from .config import AnchorConfig as AnchorConfig
+    from .config import BoxLossConfig as BoxLossConfig
+    from .config import FasterRCNNConfig as FasterRCNNConfig
+    from .config import MaskHeadConfig as MaskHeadConfig
+    from .config import RoIHeadsConfig as RoIHeadsConfig
+    from .config import RPNConfig as RPNConfig
+    from .config import TestSizeConfig as TestSizeConfig
+    from .faster_rcnn import FasterRCNN as FasterRCNN
+    from .masks import paste_masks as paste_masks
+    from .poolers import MultiScaleRoIAlign as MultiScaleRoIAlign
+    from .roi_heads import BoxHeads as BoxHeads
+    from .rpn import RPN as RPN
 
 _EXPORTS = {
     "AnchorConfig": "config",

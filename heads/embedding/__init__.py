@@ -4,7 +4,15 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # _EXPORTS' names, for editors, type checkers and grep
+    from .config import EmbeddingHeadConfig as EmbeddingHeadConfig
+    from .config import EmbeddingModelConfig as EmbeddingModelConfig
+    from .model import EmbeddingModel as EmbeddingModel
+    from .model import IResNetHead as IResNetHead
+    from .model import PooledHead as PooledHead
+    from .model import build_embedding_model as build_embedding_model
 
 _EXPORTS = {
     "EmbeddingHeadConfig": "config",

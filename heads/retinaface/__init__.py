@@ -5,7 +5,19 @@ loss (:mod:`.loss`); configs in :mod:`.config` (no torch import there)."""
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # _EXPORTS' names, for editors, type checkers and grep
+    from .box_coder import make_priors as make_priors
+    from .config import MultiboxLossConfig as MultiboxLossConfig
+    from .config import PriorConfig as PriorConfig
+    from .config import RetinaFaceConfig as RetinaFaceConfig
+    from .config import RetinaFaceTestConfig as RetinaFaceTestConfig
+    from .loss import multibox_loss as multibox_loss
+    from .model import SSH as SSH
+    from .model import RetinaFace as RetinaFace
+    from .model import RetinaFaceFPN as RetinaFaceFPN
+    from .model import postprocess as postprocess
 
 _EXPORTS = {
     "MultiboxLossConfig": "config",

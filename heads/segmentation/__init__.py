@@ -4,7 +4,18 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # _EXPORTS' names, for editors, type checkers and grep
+    from .config import SegHeadConfig as SegHeadConfig
+    from .config import SegModelConfig as SegModelConfig
+    from .decoders import ARCHITECTURES as ARCHITECTURES
+    from .decoders import DeepLabV3 as DeepLabV3
+    from .decoders import DeepLabV3Plus as DeepLabV3Plus
+    from .decoders import SegmentationModel as SegmentationModel
+    from .decoders import SemanticFPN as SemanticFPN
+    from .decoders import UNet as UNet
+    from .decoders import build_segmentation_model as build_segmentation_model
 
 _EXPORTS = {
     "SegHeadConfig": "config",

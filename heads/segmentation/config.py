@@ -28,4 +28,11 @@ class SegHeadConfig:
 
 @dataclass
 class SegModelConfig(BackboneConfig, SegHeadConfig):
-    """Backbone options (``backbone``, ``weights``, ``output_stride``, ...) and head options."""
+    """Backbone options (``backbone``, ``weights``, ``output_stride``, ...) and head options:
+    the ``model`` section of the segmentation task's config too (the one class of that name).
+
+    ``weights`` takes backbone weights (a path or tag) or, through the task's ``build_model``, a
+    whole model: a resvision segmentation checkpoint, a segmentation-models-pytorch state_dict
+    or torchvision's ``deeplabv3_resnet50`` state_dict (the layout is detected).
+    ``num_classes=0`` takes the number of classes from the data (the task resolves it).
+    """

@@ -5,7 +5,22 @@ Names are imported on first use, so that reading a config does not import torch.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # _EXPORTS' names, for editors, type checkers and grep
+    from .config import PRESETS as PRESETS
+    from .config import DetConfig as DetConfig
+    from .config import DetDataConfig as DetDataConfig
+    from .config import DetEvalConfig as DetEvalConfig
+    from .config import DetModelConfig as DetModelConfig
+    from .evaluation import COCOEvaluator as COCOEvaluator
+    from .evaluation import DetectionEvaluator as DetectionEvaluator
+    from .evaluation import gt_coco_dict as gt_coco_dict
+    from .inference import Detector as Detector
+    from .inference import detect_images as detect_images
+    from .model import build_model as build_model
+    from .model import load_model as load_model
+    from .task import DetectionTask as DetectionTask
 
 _EXPORTS = {
     "PRESETS": "config",

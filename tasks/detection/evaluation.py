@@ -30,10 +30,11 @@ from resvision.tasks.engine.coco import (
     COCOEvaluation,
     COCOResults,
     encode_masks,
+    ground_truth_dict,
 )
 from resvision.tasks.engine.files import atomic_write_text
+from resvision.tasks.engine.table import format_table
 from resvision.tasks.engine.task import Evaluator
-from resvision.tasks.table import format_table
 
 MASK = "mask/"  # prefix of the mask figures
 
@@ -41,30 +42,19 @@ MASK = "mask/"  # prefix of the mask figures
 def gt_coco_dict(ann: DetectionAnnotations, *, masks: bool = False) -> dict:
     """The ground truth as a COCO dict (original image and category ids, annotation ids 1..M),
     with each instance's segmentation when ``masks``."""
-    images = [
-        {"id": int(i), "file_name": ann.file_name(n), "height": int(h), "width": int(w)}
-        for n, (i, h, w) in enumerate(zip(ann.image_ids, ann.heights, ann.widths))
-    ]
-    image_of_box = np.repeat(np.arange(len(ann)), np.diff(ann.offsets))
-    b = ann.boxes.astype(np.float64)
-    annotations = []
-    for j in range(ann.num_boxes):
-        i = image_of_box[j]
-        a = {
-            "id": j + 1,
-            "image_id": int(ann.image_ids[i]),
-            "category_id": int(ann.category_ids[ann.labels[j] - 1]),
-            "bbox": [b[j, 0], b[j, 1], b[j, 2] - b[j, 0], b[j, 3] - b[j, 1]],
-            "area": float(ann.areas[j]),
-            "iscrowd": int(ann.iscrowd[j]),
-        }
-        if masks:
+    gt = ground_truth_dict(
+        ann,
+        category_ids=ann.category_ids[ann.labels - 1],
+        iscrowd=ann.iscrowd,
+        areas=ann.areas,
+        categories=[{"id": int(c), "name": n} for c, n in zip(ann.category_ids, ann.class_names)],
+    )
+    if masks:
+        for j, a in enumerate(gt["annotations"]):
             seg = ann.segmentation(j) if ann.masks is not None else None
             x, y, w, h = a["bbox"]
             a["segmentation"] = seg or [[x, y, x, y + h, x + w, y + h, x + w, y]]
-        annotations.append(a)
-    categories = [{"id": int(c), "name": n} for c, n in zip(ann.category_ids, ann.class_names)]
-    return {"images": images, "annotations": annotations, "categories": categories}
+    return gt
 
 
 def detections_to_rows(

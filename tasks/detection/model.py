@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from resvision.backbones.weights import extract_state_dict, read_checkpoint
 from resvision.heads.detection import FasterRCNN
 from resvision.tasks.engine.checkpoint import (
-    load_for_inference,
-    load_model_weights,
-    load_state_dict_checked,
+    build_with_weights,
+    load_trained_model,
 )
-from resvision.tasks.engine.runtime import resolve_device
 
 from .config import DetConfig
 
-log = logging.getLogger(__name__)
 TASK = "detection"
 
 
@@ -36,22 +31,14 @@ def whole_detector_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, torch
 def build_model(cfg: DetConfig) -> FasterRCNN:
     """The detector of a (finalized) config; ``model.weights`` may name backbone weights or a
     whole detector (detected by its keys)."""
-    weights, whole = cfg.model.weights, None
-    if weights and Path(weights).is_file():
-        sd = extract_state_dict(read_checkpoint(weights), source=weights)
-        whole = whole_detector_state_dict(sd)
-        weights = None if whole is not None else sd
-    backbone = cfg.model.create_backbone(("c2", "c3", "c4", "c5"), weights=weights)
-    model = FasterRCNN(backbone, cfg.model)
-    if whole is not None:
-        load_state_dict_checked(
-            model,
-            whole,
-            source=str(cfg.model.weights),
-            hint="check model.num_classes, model.head_norm and model.rpn.conv_depth",
-        )
-        log.info("loaded a whole detector from %s", cfg.model.weights)
-    return model
+    return build_with_weights(
+        cfg.model.weights,
+        lambda weights: FasterRCNN(
+            cfg.model.create_backbone(("c2", "c3", "c4", "c5"), weights=weights), cfg.model
+        ),
+        whole_model=whole_detector_state_dict,
+        hint="check model.num_classes, model.head_norm and model.rpn.conv_depth",
+    )
 
 
 def load_model(
@@ -59,12 +46,13 @@ def load_model(
 ) -> tuple[FasterRCNN, DetConfig, dict[str, Any]]:
     """A trained detector (eval mode, the checkpoint's EMA weights when it has them), its config
     and meta (``class_names``, ``category_ids``), from a checkpoint file or a run folder."""
-    state, cfg = load_for_inference(
-        checkpoint, task=TASK, config_class=DetConfig, overrides=overrides
+    model, cfg, meta = load_trained_model(
+        checkpoint,
+        build_model,
+        task=TASK,
+        config_class=DetConfig,
+        device=device,
+        overrides=overrides,
     )
-    model = build_model(cfg)
-    load_model_weights(model, state)
-    model.to(resolve_device(device)).eval()
-    meta = dict(state.get("meta") or {})
     meta.setdefault("class_names", [str(i) for i in range(1, cfg.model.num_classes + 1)])
     return model, cfg, meta

@@ -7,7 +7,34 @@ importing a light submodule such as ``engine.errors`` does not pull in torch.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # _EXPORTS' names, for editors, type checkers and grep
+    from .checkpoint import Progress as Progress
+    from .checkpoint import load_checkpoint as load_checkpoint
+    from .checkpoint import load_for_inference as load_for_inference
+    from .checkpoint import load_model_weights as load_model_weights
+    from .config import OptimConfig as OptimConfig
+    from .config import RuntimeConfig as RuntimeConfig
+    from .config import ScheduleConfig as ScheduleConfig
+    from .config import apply_overrides as apply_overrides
+    from .config import load_yaml as load_yaml
+    from .config import save_yaml as save_yaml
+    from .config import to_dict as to_dict
+    from .errors import CheckpointError as CheckpointError
+    from .errors import ConfigError as ConfigError
+    from .errors import DataError as DataError
+    from .errors import NonFiniteLossError as NonFiniteLossError
+    from .evaluation import evaluate as evaluate
+    from .evaluation import evaluate_checkpoint as evaluate_checkpoint
+    from .loop import TrainResult as TrainResult
+    from .loop import train as train
+    from .runtime import amp_dtype as amp_dtype
+    from .runtime import autocast as autocast
+    from .runtime import resolve_device as resolve_device
+    from .task import EvalContext as EvalContext
+    from .task import Evaluator as Evaluator
+    from .task import Task as Task
 
 _EXPORTS = {
     "OptimConfig": "config",

@@ -13,7 +13,7 @@ import dataclasses
 import io
 import logging
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from resvision.backbones.weights import extract_state_dict, read_checkpoint
 
 from .config import apply_overrides, merge
 from .errors import CheckpointError, ConfigError
@@ -219,6 +221,56 @@ def load_state_dict_checked(
             f"unexpected {unexpected[:8]}, shape mismatches {mismatched[:4]}; {hint}"
         )
     model.load_state_dict(state_dict, strict=False)
+
+
+def build_with_weights(
+    weights: str | None,
+    build: Callable[[Any], nn.Module],
+    *,
+    whole_model: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor] | None],
+    hint: str,
+) -> nn.Module:
+    """A task's model built from ``model.weights``, which may name backbone weights or a whole
+    model: a file is read once and ``whole_model`` decides (the state_dict in the model's layout,
+    or None for backbone weights only). ``build(backbone_weights)`` makes the model, with the
+    file's state_dict as its backbone weights, ``weights`` itself when it is no file (a
+    pretrained tag the backbone resolves), or None when the file is a whole model, which is
+    then loaded with :func:`load_state_dict_checked` (``hint``: what to check on a mismatch)."""
+    backbone_weights: Any = weights
+    whole = None
+    if weights and Path(weights).is_file():
+        sd = extract_state_dict(read_checkpoint(weights), source=weights)
+        whole = whole_model(sd)
+        backbone_weights = None if whole is not None else sd
+    model = build(backbone_weights)
+    if whole is not None:
+        load_state_dict_checked(model, whole, source=str(weights), hint=hint)
+        log.info("loaded a whole %s from %s", type(model).__name__, weights)
+    return model
+
+
+def load_trained_model(
+    checkpoint: str | Path,
+    build: Callable[[Any], nn.Module],
+    *,
+    task: str,
+    config_class: type,
+    device: str = "auto",
+    overrides: Iterable[str] = (),
+) -> tuple[nn.Module, Any, dict[str, Any]]:
+    """What every task's ``load_model`` returns, ``(model, config, meta)``, for a resvision
+    checkpoint (a file or a run folder): ``build(config)``'s model with the checkpoint's weights
+    (the EMA's when it has them), in eval mode on ``device``, and the task's meta (class names,
+    ...) as the checkpoint stored it."""
+    from .runtime import resolve_device
+
+    state, cfg = load_for_inference(
+        checkpoint, task=task, config_class=config_class, overrides=overrides
+    )
+    model = build(cfg)
+    load_model_weights(model, state)
+    model.to(resolve_device(device)).eval()
+    return model, cfg, dict(state.get("meta") or {})
 
 
 def load_for_inference(

@@ -30,6 +30,8 @@ from typing import Literal
 
 import numpy as np
 
+from resvision.datasets.annotations import BoxAnnotations
+
 logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)  # its summary is ours to print
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -37,6 +39,41 @@ IOU_TYPES = ("bbox", "segm")
 BACKENDS = ("vernier", "faster_coco_eval", "pycocotools")
 Backend = Literal["vernier", "faster_coco_eval", "pycocotools"]
 IouType = Literal["bbox", "segm"]
+
+
+def ground_truth_dict(
+    ann: BoxAnnotations,
+    *,
+    category_ids: np.ndarray,
+    iscrowd: np.ndarray,
+    categories: list[dict],
+    areas: np.ndarray | None = None,
+) -> dict:
+    """Compact annotations as a COCO ground-truth dict: the images with their source ids and
+    sizes, box ``j`` as annotation ``j + 1`` (xywh) with ``category_ids[j]`` and
+    ``iscrowd[j]``; its area is ``areas[j]`` (the source's) or, without them, the box's."""
+    images = [
+        {"id": int(i), "file_name": ann.file_name(n), "height": int(h), "width": int(w)}
+        for n, (i, h, w) in enumerate(zip(ann.image_ids, ann.heights, ann.widths))
+    ]
+    image_of_box = np.repeat(ann.image_ids, np.diff(ann.offsets))
+    b = ann.boxes.astype(np.float64)
+    if areas is None:
+        areas = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    annotations = [
+        {
+            "id": j + 1,
+            "image_id": int(image_of_box[j]),
+            "category_id": int(category_ids[j]),
+            "bbox": [b[j, 0], b[j, 1], b[j, 2] - b[j, 0], b[j, 3] - b[j, 1]],
+            "area": float(
+                areas[j] if areas is not None else (b[j, 2] - b[j, 0]) * (b[j, 3] - b[j, 1])
+            ),
+            "iscrowd": int(iscrowd[j]),
+        }
+        for j in range(ann.num_boxes)
+    ]
+    return {"images": images, "annotations": annotations, "categories": categories}
 
 
 @dataclass

@@ -5,7 +5,20 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+from .files import atomic_open
 from .logger import read_metrics
+
+
+def save_figure(fig, path: str | Path, *, dpi: int = 100) -> Path:
+    """Write a matplotlib figure to ``path`` (the format of its suffix) whole or not at all
+    (:func:`~.files.atomic_open`: a kill never leaves half a file), then close the figure."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    with atomic_open(path) as f:
+        fig.savefig(f, format=path.suffix.lstrip(".") or None, dpi=dpi)
+    plt.close(fig)
+    return path
 
 
 def plot_run(run_dir: str | Path) -> list[Path]:
@@ -48,10 +61,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        path = out_dir / f"{name}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+        written.append(save_figure(fig, out_dir / f"{name}.png"))
 
     loss_keys = sorted(k for k in series if k == "loss" or k.startswith("loss_"))
     figure(loss_keys, "loss", "training loss terms", log_y=True)

@@ -89,7 +89,7 @@ class Embedder:
         cls, path: str | os.PathLike, *, device: str = "auto", overrides: Sequence[str] = ()
     ) -> Embedder:
         """A run folder (its ``best.pt``, else ``last.pt``) or a checkpoint file."""
-        model, cfg = load_model(path, device=device, overrides=overrides)
+        model, cfg, _ = load_model(path, device=device, overrides=overrides)
         return cls(
             model, cfg.data.image_size, device=next(model.parameters()).device, amp=cfg.runtime.amp
         )

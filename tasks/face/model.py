@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -14,8 +15,8 @@ from resvision.backbones.weights import detect_layout, extract_state_dict, read_
 from resvision.heads.embedding import EmbeddingModel, build_embedding_model
 from resvision.heads.margin import ARCFACE, COSFACE, SPHEREFACE, CombinedMarginLoss, PartialFC
 from resvision.tasks.engine.checkpoint import (
+    build_with_weights,
     load_for_inference,
-    load_state_dict_checked,
     model_state_dict,
 )
 from resvision.tasks.engine.config import apply_overrides
@@ -76,20 +77,12 @@ def convert_face_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.T
 def build_embedder(cfg: FaceConfig) -> EmbeddingModel:
     """The embedding model; ``model.weights`` may name backbone weights, a whole resvision face
     model or an arcface_torch ``backbone.pth``."""
-    weights, whole = cfg.model.weights, None
-    if weights and Path(weights).is_file():
-        sd = extract_state_dict(read_checkpoint(weights), source=weights)
-        whole = convert_face_state_dict(sd)
-        weights = None if whole is not None else sd
-    model = build_embedding_model(cfg.model, backbone_weights=weights)
-    if whole is not None:
-        load_state_dict_checked(
-            model,
-            whole,
-            source=str(cfg.model.weights),
-            hint="check model.backbone, model.embedding_size and data.image_size",
-        )
-    return model
+    return build_with_weights(
+        cfg.model.weights,
+        lambda weights: build_embedding_model(cfg.model, backbone_weights=weights),
+        whole_model=convert_face_state_dict,
+        hint="check model.backbone, model.embedding_size and data.image_size",
+    )
 
 
 def build_training_model(cfg: FaceConfig) -> FaceTrainingModel:
@@ -146,10 +139,10 @@ def arcface_torch_config(
 
 def load_model(
     checkpoint: str | Path, *, device: str = "auto", overrides: Sequence[str] = ()
-) -> tuple[EmbeddingModel, FaceConfig]:
-    """The trained embedding model (eval mode, the EMA's weights when the checkpoint has them)
-    and its config, from a checkpoint file or a run folder, or an arcface_torch
-    ``backbone.pth`` (then at 112 px, fp32)."""
+) -> tuple[EmbeddingModel, FaceConfig, dict[str, Any]]:
+    """The trained embedding model (eval mode, the EMA's weights when the checkpoint has them),
+    its config and meta, from a checkpoint file or a run folder, or an arcface_torch
+    ``backbone.pth`` (then at 112 px, fp32, meta ``{"source": path}``)."""
     try:
         state, cfg = load_for_inference(
             checkpoint, task=TASK, config_class=FaceConfig, overrides=overrides
@@ -161,10 +154,11 @@ def load_model(
         cfg = arcface_torch_config(sd, checkpoint, overrides)
         embedder = build_embedder(cfg)
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=None))
-        return embedder.to(resolve_device(device)).eval(), cfg
+        meta: dict[str, Any] = {"source": str(checkpoint)}
+        return embedder.to(resolve_device(device)).eval(), cfg, meta
     embedder = build_embedder(cfg)
     weights, _ = model_state_dict(state)
     embedder.load_state_dict(
         {k[len("embedder.") :]: v for k, v in weights.items() if k.startswith("embedder.")}
     )
-    return embedder.to(resolve_device(device)).eval(), cfg
+    return embedder.to(resolve_device(device)).eval(), cfg, dict(state.get("meta") or {})

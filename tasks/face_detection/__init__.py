@@ -5,7 +5,24 @@ Names are imported on first use, so that reading a config does not import torch.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # _EXPORTS' names, for editors, type checkers and grep
+    from .config import PRESETS as PRESETS
+    from .config import FaceDetConfig as FaceDetConfig
+    from .config import FaceDetDataConfig as FaceDetDataConfig
+    from .config import FaceDetEvalConfig as FaceDetEvalConfig
+    from .config import FaceDetModelConfig as FaceDetModelConfig
+    from .evaluation import FaceBoxEvaluator as FaceBoxEvaluator
+    from .evaluation import WiderFaceEvaluator as WiderFaceEvaluator
+    from .evaluation import wider_face_ap as wider_face_ap
+    from .evaluation import write_wider_txt as write_wider_txt
+    from .inference import FaceDetector as FaceDetector
+    from .model import build_model as build_model
+    from .model import convert_port_state_dict as convert_port_state_dict
+    from .model import load_model as load_model
+    from .task import FaceDetectionTask as FaceDetectionTask
+    from .visualize import draw_faces as draw_faces
 
 _EXPORTS = {
     "PRESETS": "config",

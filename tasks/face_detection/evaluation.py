@@ -27,9 +27,15 @@ import numpy as np
 
 from resvision.datasets.face_detection import WIDER_SETTINGS, FaceAnnotations, WiderValSet
 from resvision.tasks.engine import distributed as D
-from resvision.tasks.engine.coco import BACKENDS, Backend, COCOEvaluation, COCOResults
+from resvision.tasks.engine.coco import (
+    BACKENDS,
+    Backend,
+    COCOEvaluation,
+    COCOResults,
+    ground_truth_dict,
+)
+from resvision.tasks.engine.table import format_table
 from resvision.tasks.engine.task import Evaluator
-from resvision.tasks.table import format_table
 
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
 
@@ -214,24 +220,12 @@ class WiderFaceEvaluator(Evaluator):
 # -- COCO-style box AP and landmark error ------------------------------------------------------
 def faces_coco_dict(ann: FaceAnnotations) -> dict:
     """Faces as a COCO ground-truth dict (one category, ``face``; ignored faces as crowd)."""
-    images = [
-        {"id": int(i), "file_name": ann.file_name(n), "height": int(h), "width": int(w)}
-        for n, (i, h, w) in enumerate(zip(ann.image_ids, ann.heights, ann.widths))
-    ]
-    image_of = np.repeat(ann.image_ids, np.diff(ann.offsets))
-    b = ann.boxes.astype(np.float64)
-    annotations = [
-        {
-            "id": j + 1,
-            "image_id": int(image_of[j]),
-            "category_id": 1,
-            "bbox": [b[j, 0], b[j, 1], b[j, 2] - b[j, 0], b[j, 3] - b[j, 1]],
-            "area": float((b[j, 2] - b[j, 0]) * (b[j, 3] - b[j, 1])),
-            "iscrowd": int(ann.ignore[j]),
-        }
-        for j in range(ann.num_faces)
-    ]
-    return {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "face"}]}
+    return ground_truth_dict(
+        ann,
+        category_ids=np.ones(ann.num_boxes, np.int64),
+        iscrowd=ann.ignore,
+        categories=[{"id": 1, "name": "face"}],
+    )
 
 
 def coco_box_ap(

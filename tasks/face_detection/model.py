@@ -14,9 +14,8 @@ import torch
 from resvision.backbones.weights import extract_state_dict, read_checkpoint
 from resvision.heads.retinaface import RetinaFace
 from resvision.tasks.engine.checkpoint import (
-    load_for_inference,
-    load_model_weights,
-    load_state_dict_checked,
+    build_with_weights,
+    load_trained_model,
 )
 from resvision.tasks.engine.config import apply_overrides
 from resvision.tasks.engine.errors import CheckpointError
@@ -86,28 +85,24 @@ def whole_model_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
 def build_model(cfg: FaceDetConfig) -> RetinaFace:
     """The RetinaFace of a config; ``model.weights`` may name backbone weights or a whole model
     (resvision's or the PyTorch port's, told apart by their keys)."""
-    weights, whole = cfg.model.weights, None
-    if weights and Path(weights).is_file():
-        sd = extract_state_dict(read_checkpoint(weights), source=weights)
-        whole = whole_model_state_dict(sd)
-        weights = None if whole is not None else sd
-        if whole is not None and is_port_state_dict(sd) and cfg.model.input_format != "bgr_mean":
+
+    def whole_model(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+        if is_port_state_dict(sd) and cfg.model.input_format != "bgr_mean":
             log.warning(
                 "%s is a Pytorch_Retinaface model, which expects BGR minus 104/117/123: set "
                 "model.input_format=bgr_mean (the retinaface_r50 preset does)",
                 cfg.model.weights,
             )
-    backbone = cfg.model.create_backbone(cfg.model.levels, weights=weights)
-    model = RetinaFace(backbone, cfg.model)
-    if whole is not None:
-        load_state_dict_checked(
-            model,
-            whole,
-            source=str(cfg.model.weights),
-            hint="check model.backbone, model.fpn_channels and model.priors.min_sizes",
-        )
-        log.info("loaded a whole RetinaFace from %s", cfg.model.weights)
-    return model
+        return whole_model_state_dict(sd)
+
+    return build_with_weights(
+        cfg.model.weights,
+        lambda weights: RetinaFace(
+            cfg.model.create_backbone(cfg.model.levels, weights=weights), cfg.model
+        ),
+        whole_model=whole_model,
+        hint="check model.backbone, model.fpn_channels and model.priors.min_sizes",
+    )
 
 
 def port_config(path: str | Path, overrides: Sequence[str] = ()) -> FaceDetConfig:
@@ -125,22 +120,21 @@ def load_model(
     and meta, from a resvision run folder or checkpoint, or from the PyTorch port's
     ``Resnet50_Final.pth`` (then with ``retinaface_r50``'s config)."""
     try:
-        state, cfg = load_for_inference(
-            checkpoint, task=TASK, config_class=FaceDetConfig, overrides=overrides
+        return load_trained_model(
+            checkpoint,
+            build_model,
+            task=TASK,
+            config_class=FaceDetConfig,
+            device=device,
+            overrides=overrides,
         )
     except CheckpointError:
         if not _is_port_file(Path(checkpoint)):
             raise
-        cfg = port_config(checkpoint, overrides)
-        model = build_model(cfg)
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=None))
-        meta: dict[str, Any] = {"source": str(checkpoint)}
-    else:
-        model = build_model(cfg)
-        load_model_weights(model, state)
-        meta = dict(state.get("meta") or {})
-    model.to(resolve_device(device)).eval()
-    return model, cfg, meta
+    cfg = port_config(checkpoint, overrides)
+    model = build_model(cfg).to(resolve_device(device)).eval()
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=None))
+    return model, cfg, {"source": str(checkpoint)}
 
 
 def _is_port_file(path: Path) -> bool:

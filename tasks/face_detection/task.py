@@ -136,7 +136,7 @@ class FaceDetectionTask(Task):
             return model(batch["images"])
 
     def checkpoint_meta(self, cfg: FaceDetConfig, train_set: FaceDetectionDataset) -> dict:
-        return {"num_train_faces": int(train_set.ann.num_faces)}
+        return {"num_train_faces": int(train_set.ann.num_boxes)}
 
 
 def faces_only(ground_truth: dict) -> dict:

@@ -4,7 +4,12 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # _EXPORTS' names, for editors, type checkers and grep
+    from .face import FaceGallery as FaceGallery
+    from .face import FacePipeline as FacePipeline
+    from .face import PhotoFaces as PhotoFaces
 
 _EXPORTS = {
     "FaceGallery": "face",

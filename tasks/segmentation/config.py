@@ -5,19 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import ClassVar, Literal
 
-from resvision.heads.segmentation import SegModelConfig as _HeadModelConfig
+# the model section is the heads' own config (one SegModelConfig), named here for the presets
+from resvision.heads.segmentation.config import SegModelConfig
 from resvision.tasks.engine.config import OptimConfig, RuntimeConfig, ScheduleConfig
-
-
-@dataclass
-class SegModelConfig(_HeadModelConfig):
-    """Backbone options (``backbone``, ``weights``, ``output_stride``, ...) and head options.
-
-    ``weights`` takes backbone weights (a path or tag) or a whole model: a resvision
-    segmentation checkpoint, a segmentation-models-pytorch state_dict or torchvision's
-    ``deeplabv3_resnet50`` state_dict (the layout is detected). ``num_classes=0`` takes the
-    number of classes from the data.
-    """
 
 
 @dataclass

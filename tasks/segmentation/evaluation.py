@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from resvision.tasks.engine import distributed as D
+from resvision.tasks.engine.plots import save_figure
+from resvision.tasks.engine.table import format_table
 from resvision.tasks.engine.task import Evaluator
-from resvision.tasks.table import format_table
 
 
 class ConfusionMatrix:
@@ -126,11 +127,7 @@ def save_confusion_png(cm: np.ndarray, class_names: tuple[str, ...], path: str |
                     )
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 class SegmentationEvaluator(Evaluator):

@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from resvision.backbones.weights import extract_state_dict, read_checkpoint
 from resvision.heads.segmentation import SegmentationModel, build_segmentation_model
 from resvision.tasks.engine.checkpoint import (
-    load_for_inference,
-    load_model_weights,
-    load_state_dict_checked,
+    build_with_weights,
+    load_trained_model,
 )
-from resvision.tasks.engine.runtime import resolve_device
 
 from .config import SegConfig
 from .losses import SegmentationLoss
 
-log = logging.getLogger(__name__)
 TASK = "segmentation"
 
 
@@ -71,22 +66,13 @@ def build_model(cfg: SegConfig) -> SegmentationModel:
     """The model of a (finalized) config, with its loss; ``model.weights`` may name backbone
     weights or a whole model (detected by its keys)."""
     criterion = SegmentationLoss(cfg.loss, cfg.model.num_classes, cfg.data.ignore_index)
-    weights, whole = cfg.model.weights, None
-    if weights and Path(weights).is_file():
-        sd = extract_state_dict(read_checkpoint(weights), source=weights)
-        whole = convert_segmentation_state_dict(sd)
-        weights = None if whole is not None else sd
-    model = build_segmentation_model(cfg.model, criterion, backbone_weights=weights)
-    if whole is not None:
-        load_state_dict_checked(
-            model,
-            whole,
-            source=str(cfg.model.weights),
-            hint="check model.arch, model.backbone, model.num_classes and the head options of "
-            "the preset it came from",
-        )
-        log.info("loaded a whole segmentation model from %s", cfg.model.weights)
-    return model
+    return build_with_weights(
+        cfg.model.weights,
+        lambda weights: build_segmentation_model(cfg.model, criterion, backbone_weights=weights),
+        whole_model=convert_segmentation_state_dict,
+        hint="check model.arch, model.backbone, model.num_classes and the head options of "
+        "the preset it came from",
+    )
 
 
 def load_model(
@@ -94,12 +80,13 @@ def load_model(
 ) -> tuple[SegmentationModel, SegConfig, dict[str, Any]]:
     """A trained model (eval mode, the checkpoint's EMA weights when it has them), its config
     and meta (``class_names``), from a checkpoint file or a run folder."""
-    state, cfg = load_for_inference(
-        checkpoint, task=TASK, config_class=SegConfig, overrides=overrides
+    model, cfg, meta = load_trained_model(
+        checkpoint,
+        build_model,
+        task=TASK,
+        config_class=SegConfig,
+        device=device,
+        overrides=overrides,
     )
-    model = build_model(cfg)
-    load_model_weights(model, state)
-    model.to(resolve_device(device)).eval()
-    meta = dict(state.get("meta") or {})
     meta.setdefault("class_names", [str(i) for i in range(cfg.model.num_classes)])
     return model, cfg, meta

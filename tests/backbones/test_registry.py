@@ -151,3 +151,30 @@ def test_frozen_bn_matches_bn_in_eval():
         got, expected = frozen(x)["c5"], bn(x)["c5"]
     error = float((got - expected).abs().max() / expected.abs().max())
     assert error < 1e-4, error
+
+
+def test_every_registering_module_is_imported_by_the_factory():
+    """What registry.py says: each family module registers its names on import and factory.py
+    imports them all, so create_backbone sees every family."""
+    import ast
+    from pathlib import Path
+
+    import resvision.backbones.registry as registry
+
+    folder = Path(registry.__file__).parent
+    registering = {
+        p.stem
+        for p in folder.glob("*.py")
+        if p.stem != "registry" and "register_backbone(" in p.read_text()
+    }
+    assert registering == {"resnet", "preact", "iresnet", "cifar"}
+    factory = ast.parse((folder / "factory.py").read_text())
+    imported = {
+        a.name.rsplit(".", 1)[-1]
+        for n in factory.body
+        if isinstance(n, ast.Import)
+        for a in n.names
+        if a.name.startswith("resvision.backbones.")
+    }
+    assert registering <= imported, registering - imported
+    assert "factory.py" in registry.__doc__ and "__init__.py" in registry.__doc__

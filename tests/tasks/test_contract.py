@@ -64,8 +64,8 @@ def _predict(name: str, run):
 def _export(name: str, run, path) -> None:
     model_module = importlib.import_module(f"{_package(name)}.model")
     export = importlib.import_module(f"{_package(name)}.export")
-    loaded = model_module.load_model(run, device="cpu")
-    model, cfg = loaded[0], loaded[1]
+    model, cfg, meta = model_module.load_model(run, device="cpu")
+    assert isinstance(meta, dict)
     if name == "segmentation":
         export.export(model, path, size=(64, 64))
         image = (np.random.default_rng(1).random((48, 80, 3)) * 255).astype(np.uint8)

@@ -101,9 +101,10 @@ def test_arcface_torch_backbone_pth_loads_with_the_same_output(tmp_path):
     # the file itself is a checkpoint wherever a face one is taken (face embed, face ijb, ...)
     from resvision.tasks.face.model import load_model
 
-    loaded, loaded_cfg = load_model(tmp_path / "backbone.pth", device="cpu")
+    loaded, loaded_cfg, meta = load_model(tmp_path / "backbone.pth", device="cpu")
     assert (loaded_cfg.model.backbone, loaded_cfg.model.embedding_size) == ("iresnet18", 512)
     assert loaded_cfg.data.image_size == 112 and loaded_cfg.model.weights is None
+    assert meta == {"source": str(tmp_path / "backbone.pth")}
     with torch.no_grad():
         assert torch.equal(loaded(images), got)
 

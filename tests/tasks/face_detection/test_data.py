@@ -81,7 +81,7 @@ def test_coco_faces_with_keypoints(tmp_path):
     }
     (tmp_path / "faces.json").write_text(json.dumps(data))
     ann = read_coco_faces(tmp_path / "faces.json")
-    assert ann.num_faces == 3 and ann.image_ids.tolist() == [7]
+    assert ann.num_boxes == 3 and ann.image_ids.tolist() == [7]
     assert ann.has_landmarks.tolist() == [True, False, False]
     assert ann.ignore.tolist() == [False, False, True]
     np.testing.assert_allclose(ann.landmarks[0, 2], [12, 22])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from resvision.tasks.depth import gradients as G
+from resvision.studies.residual import gradients as G
 from resvision.tools.cli import main
 
 

@@ -31,6 +31,7 @@ from torch import nn
 from resvision.backbones import create_backbone
 from resvision.backbones.cifar import BASIC_DEPTHS
 from resvision.datasets.classification import CLASS_NAMES, SyntheticClassification
+from resvision.tasks.engine.plots import save_figure
 
 
 @dataclass
@@ -253,11 +254,7 @@ def plot(curves: list[Curve], path: str | os.PathLike, *, window: int = 20) -> P
         ax.legend()
     axes[0].set_ylabel(f"training loss (moving mean of {window} iterations)")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def save_json(curves: list[Curve], cfg: DegradationConfig, path: str | os.PathLike) -> Path:

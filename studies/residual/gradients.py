@@ -30,6 +30,7 @@ from torch import nn
 from resvision.backbones import Backbone, create_backbone
 from resvision.datasets.classification import CLASS_NAMES, SyntheticClassification
 from resvision.datasets.images import list_images, read_rgb
+from resvision.tasks.engine.plots import save_figure
 
 
 @dataclass
@@ -149,7 +150,7 @@ def span_decades(values: list[float]) -> float:
 
 def format_report(results: dict[str, list[BlockGradient]], *, max_rows: int = 40) -> str:
     """The table (every block, or ``max_rows`` evenly spaced ones) and the ratios."""
-    from resvision.tasks.table import format_table
+    from resvision.tasks.engine.table import format_table
 
     variants = list(results)
     rows = results[variants[0]]
@@ -206,8 +207,4 @@ def plot(results: dict[str, list[BlockGradient]], path: str | os.PathLike, title
         ax.legend()
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

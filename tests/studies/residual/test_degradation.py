@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from resvision.tasks.depth import degradation as D
+from resvision.studies.residual import degradation as D
 from resvision.tools.cli import main
 
 TINY = ["--depths", "20,32", "--iterations", "3", "--batch-size", "8", "--num-train", "16"]
