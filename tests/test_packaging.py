@@ -262,7 +262,8 @@ def test_every_task_package_has_the_layout_the_readme_describes():
         assert (
             f"class {cls}(" in (REPO / Path(*module.split(".")[1:])).with_suffix(".py").read_text()
         )
-    assert "A new task" in (REPO / "README.md").read_text()
+    layout = (REPO / "docs" / "layout.md").read_text()
+    assert "**A new task** is a package `tasks/<task>/`" in layout
 
 
 def test_tasks_holds_only_task_packages_the_engine_and_pipelines():
