@@ -36,6 +36,7 @@ def main(out: str) -> None:
             f"{out}/rank{rank}.pt",
         )
     finally:
+        dist.barrier()  # no rank tears gloo down while the other still talks to it
         dist.destroy_process_group()
 
 
